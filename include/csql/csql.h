@@ -2,7 +2,11 @@
 #ifndef CSQL_CSQL_H
 #define CSQL_CSQL_H
 
+#include "csql/config.h"
+#include "csql/conn.h"
+#include "csql/dialer.h"
 #include "csql/errors.h"
+#include "csql/log.h"
 #include "csql/version.h"
 
 #endif

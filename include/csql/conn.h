@@ -1,0 +1,68 @@
+/*
+ * csql_conn: one established, verified TLS 1.3 connection to a Cloud SQL
+ * instance. The database protocol runs over it unchanged. One thread may read
+ * while another writes; two concurrent readers (or writers) are not allowed.
+ */
+#ifndef CSQL_CONN_H
+#define CSQL_CONN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "csql/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct csql_conn csql_conn;
+struct ssl_st; /* OpenSSL's SSL */
+
+/*
+ * Read up to len bytes. Blocks until at least one byte is available.
+ * Returns the number of bytes read (> 0), 0 at end of stream (the server shut
+ * down its side: TLS close_notify or TCP FIN), or a negative csql_err
+ * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, CSQL_ERR_CLOSED) with details in csql_error_last().
+ */
+CSQL_EXTERN ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len);
+
+/*
+ * Write up to len bytes. Blocks until at least one byte is written; may write
+ * fewer than len (a partial write): the caller writes the rest. Returns the
+ * number of bytes written (> 0) or a negative csql_err. After a failure the
+ * bytes not reported as written were not delivered.
+ */
+CSQL_EXTERN ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len);
+
+/* Write all len bytes or fail: 0 or a negative csql_err. */
+CSQL_EXTERN int csql_conn_write_all(csql_conn *c, const void *buf, size_t len);
+
+/*
+ * Half-close: tell the server no more data will be written (TLS close_notify,
+ * then TCP shutdown of the write side). Reading continues to work.
+ */
+CSQL_EXTERN int csql_conn_shutdown(csql_conn *c);
+
+/* Close the connection and free it. NULL is ignored. */
+CSQL_EXTERN void csql_conn_close(csql_conn *c);
+
+/*
+ * The socket, for poll()/select() readiness. Blocking semantics of read/write
+ * are kept by csql; do not read or write the fd directly. Note that TLS may
+ * buffer decrypted bytes: call csql_conn_pending() before polling for input.
+ */
+CSQL_EXTERN int csql_conn_fd(const csql_conn *c);
+
+/* Bytes already decrypted and readable without touching the socket. */
+CSQL_EXTERN size_t csql_conn_pending(const csql_conn *c);
+
+/* The OpenSSL connection, for advanced use (inspection). Borrowed; valid until close. */
+CSQL_EXTERN struct ssl_st *csql_conn_ssl(csql_conn *c);
+
+/* The instance connection name this connection was dialled to. */
+CSQL_EXTERN const char *csql_conn_instance(const csql_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
