@@ -88,6 +88,9 @@ typedef struct emu_instance {
     /* Current server identity; replaced by rotation. Read and swap under emu_instance_lock. */
     emu_server_id *server_id;
     emu_proxy *proxy; /* owned by server_proxy.c */
+    /* Identities replaced by rotation, kept until emu_instance_free because
+     * readers may still hold pointers borrowed from them (instance.c). */
+    struct emu_retired_id *retired_ids;
 } emu_instance;
 
 /* Parse 'P:R:I?version=...&public-ip=...' into a new instance. -1 with err naming the bad part. */
@@ -100,6 +103,25 @@ char *emu_instance_ca_pem_copy(emu_instance *inst, time_t *expiry);
 void emu_instance_lock(void);
 void emu_instance_unlock(void);
 
+/* Control-plane helpers for instances (instance.c). */
+
+/* Split and check "project:region:name" (REFERENCE §1); out-params malloc'd. */
+int emu_connection_name_split(const char *s, char **project, char **region, char **name,
+                              char *err, size_t errlen);
+/* 1 when ip is an IPv4 (127.0.0.0/8) or IPv6 (::1) loopback literal. */
+int emu_ip_is_loopback_literal(const char *ip);
+/* A new instance named conn_name with no keys set; finish with emu_instance_finish. */
+emu_instance *emu_instance_new(const char *conn_name, char *err, size_t errlen);
+/* Set one spec key (version, public-ip, private-ip, psc-dns, ca-mode, backend). */
+int emu_instance_set(emu_instance *inst, const char *key, const char *value, char *err,
+                     size_t errlen);
+/* Check required keys, apply defaults, resolve psc-dns to a loopback address. */
+int emu_instance_finish(emu_instance *inst, char *err, size_t errlen);
+/* Reject two instances with one name, or one address used twice. */
+int emu_instances_check(emu_instance *const *list, size_t n, char *err, size_t errlen);
+/* The instance whose connection name is conn_name, or NULL. */
+emu_instance *emu_instances_find(emu_instance *const *list, size_t n, const char *conn_name);
+
 /* ---------------- IAM bindings (auth_iam.c) ---------------- */
 
 /*
@@ -110,6 +132,10 @@ void emu_instance_unlock(void);
 void emu_iam_bind(uint64_t cert_serial, const char *principal, time_t token_expiry);
 /* 1 and fills principal/expiry when bound, 0 when the cert was issued without IAM authn. */
 int emu_iam_lookup(uint64_t cert_serial, char *principal, size_t len, time_t *token_expiry);
+/* Number of bindings held; those whose certificate must have expired are purged first. */
+size_t emu_iam_count(void);
+/* Drop every binding (shutdown, tests). */
+void emu_iam_clear(void);
 
 /* ---------------- server-side proxy (server_proxy.c) ---------------- */
 
@@ -143,7 +169,9 @@ int emu_iam_db_user(const char *version, const char *principal, char *out, size_
 
 /* Process-wide settings read by every module. */
 typedef struct emu_globals {
-    long cert_lifetime_s;       /* ephemeral client cert lifetime; faults may change it */
+    /* Ephemeral client cert lifetime; the admin API changes it while other
+     * threads read it, hence atomic. */
+    _Atomic long cert_lifetime_s;
     int server_port;
     const char *backend_source;
 } emu_globals;
