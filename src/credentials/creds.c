@@ -279,7 +279,7 @@ static int wait_for_fetch(csql__creds *c, slot *s, csql__scope_kind kind, int64_
     while (s->fetching && s->gen == gen) {
         int e = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
         if (e == ETIMEDOUT && s->fetching && s->gen == gen) {
-            return csql__error(CSQL_ERR_TIMEOUT, "timed out waiting for a %s token from %s",
+            return csql__error(CSQL_ERR_TIMEOUT, "timed out waiting for the %s token from %s",
                                csql__scope_kind_name(kind), c->src.description);
         }
     }
