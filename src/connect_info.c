@@ -240,8 +240,8 @@ static int parse_dns(const parse_ctx *p, json_t *root)
     }
     if (psc_enabled) {
         const char *name = psc ? psc : dns_name;
-        if (name != NULL && (rc = dup_dns_name(p, "the PSC DNS name", name, &p->out->psc_dns)) != 0) {
-            return rc;
+        if (name != NULL) {
+            return dup_dns_name(p, "the PSC DNS name", name, &p->out->psc_dns);
         }
     }
     return 0;

@@ -1,4 +1,4 @@
-/* The dialer's RSA key: generated in the background or lazily, or supplied as PEM (REFERENCE §4). */
+/* The dialer's RSA key: made in the background or lazily, or supplied as PEM (REFERENCE §4). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,7 +137,8 @@ static char *pem_of(EVP_PKEY *k, int traditional)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     if (traditional) {
-        assert_int_equal(PEM_write_bio_PrivateKey_traditional(bio, k, NULL, NULL, 0, NULL, NULL), 1);
+        assert_int_equal(PEM_write_bio_PrivateKey_traditional(bio, k, NULL, NULL, 0, NULL, NULL),
+                         1);
     } else {
         assert_int_equal(PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL), 1);
     }
