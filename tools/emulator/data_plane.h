@@ -142,6 +142,11 @@ void emu_proxy_stats_ext_get(emu_instance *inst, emu_proxy_stats_ext *out);
  * §7). 0 disables MDX for such instances. Takes effect for new connections.
  */
 void emu_proxy_set_mdx_wait_ms(emu_instance *inst, int ms);
+/*
+ * Deadlines for the TLS handshake and for the first database bytes (MDX, IAM
+ * check); defaults 10 s and 30 s. For tests of idle clients.
+ */
+void emu_proxy_set_timeouts(emu_instance *inst, int handshake_ms, int prelude_ms);
 /* The last MDX request answered OK on this instance; 0 if none yet, else 1. */
 int emu_proxy_last_mdx(emu_instance *inst, emu_mdx_request *out);
 

@@ -414,6 +414,8 @@ int emu_proxy_start(emu_instance *inst, const emu_proxy_config *cfg, char *err, 
     px->version = strdup(inst->version ? inst->version : "POSTGRES_15");
     px->port = cfg->server_port > 0 ? cfg->server_port : EMU_SERVER_PORT_DEFAULT;
     atomic_init(&px->mdx_wait_ms, EMU_PROXY_MDX_WAIT_MS_DEFAULT);
+    atomic_init(&px->handshake_ms, EMU_PROXY_HANDSHAKE_MS);
+    atomic_init(&px->prelude_ms, EMU_PROXY_PRELUDE_MS);
     add_addr(px, inst->public_ip);
     add_addr(px, inst->private_ip);
     add_addr(px, inst->psc_ip);
@@ -536,6 +538,14 @@ void emu_proxy_set_mdx_wait_ms(emu_instance *inst, int ms)
 {
     if (inst != NULL && inst->proxy != NULL) {
         atomic_store(&inst->proxy->mdx_wait_ms, ms < 0 ? 0 : ms);
+    }
+}
+
+void emu_proxy_set_timeouts(emu_instance *inst, int handshake_ms, int prelude_ms)
+{
+    if (inst != NULL && inst->proxy != NULL) {
+        atomic_store(&inst->proxy->handshake_ms, handshake_ms > 0 ? handshake_ms : 1);
+        atomic_store(&inst->proxy->prelude_ms, prelude_ms > 0 ? prelude_ms : 1);
     }
 }
 

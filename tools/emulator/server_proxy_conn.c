@@ -169,7 +169,7 @@ static int handshake(emu_conn *c)
         ERR_clear_error();
         return -1;
     }
-    int64_t deadline = emu_now_ms() + EMU_PROXY_HANDSHAKE_MS;
+    int64_t deadline = emu_now_ms() + atomic_load(&c->px->handshake_ms);
     for (;;) {
         int r = SSL_accept(c->ssl);
         if (r == 1) {
@@ -212,7 +212,7 @@ static int metadata_exchange(emu_conn *c)
 {
     emu_proxy *px = c->px;
     int64_t start = emu_now_ms();
-    int64_t deadline = start + EMU_PROXY_PRELUDE_MS;
+    int64_t deadline = start + atomic_load(&px->prelude_ms);
     int64_t quiet_deadline =
         px->engine == EMU_ENGINE_MYSQL ? start + atomic_load(&px->mdx_wait_ms) : deadline;
     char err[160];
@@ -497,7 +497,7 @@ void *emu_conn_main(void *arg)
     }
     /* PostgreSQL's check needs only the client: refuse before touching the database. */
     bool check_first = c->iam_bound && px->engine != EMU_ENGINE_MYSQL;
-    int64_t deadline = emu_now_ms() + EMU_PROXY_PRELUDE_MS;
+    int64_t deadline = emu_now_ms() + atomic_load(&px->prelude_ms);
     if (check_first && emu_backend_auth(c, deadline) != 0) {
         atomic_fetch_add(&px->iam_refused, 1);
         goto out;

@@ -52,6 +52,7 @@ struct emu_proxy {
     X509 *signing_cert; /* own reference */
     int port;
     _Atomic int mdx_wait_ms;
+    _Atomic int handshake_ms, prelude_ms;
 
     /* Backend address, resolved once at start. */
     struct sockaddr_storage backend_addr, source_addr;

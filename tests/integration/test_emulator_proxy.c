@@ -1,0 +1,1459 @@
+/*
+ * csql-emulator server-side proxy, in-process: real listeners on test-unique
+ * loopback addresses at :3307, scripted backends on a unix socket and a TCP
+ * port, OpenSSL clients. Covers byte-exact forwarding (0 B..8 MiB), half-close
+ * both ways, every refusal (no certificate, foreign CA, expired, TLS 1.2), MDX,
+ * faults (drop, refuse), CA rotation, the IAM authn check, timeouts and stop.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "data_plane.h"
+#include "support.h"
+
+#define PORT 3307
+#define IAM_SA "sa@p.iam.gserviceaccount.com"
+
+/* ---------------- time ---------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---------------- scripted backends ---------------- */
+
+typedef enum bk_mode {
+    BK_ECHO,        /* echo until EOF, then half-close */
+    BK_SPEAK_FIRST, /* send speak_len bytes, half-close, then hash what arrives */
+    BK_MYSQL,       /* a MySQL greeting (CLIENT_SSL set), then echo */
+    BK_PEER,        /* "PEER <ip>\n", then echo */
+} bk_mode;
+
+static struct backend {
+    char dir[256];
+    char path[300];
+    int ufd, tfd, tport;
+    int wake[2];
+    pthread_t thread;
+    _Atomic int mode;
+    atomic_int live;  /* handler threads running */
+    atomic_int conns; /* connections accepted, ever */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t speak_len;
+    int got_done;
+    uint64_t got_bytes;
+    unsigned char got_sha[32];
+} bk = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void sha256(const uint8_t *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    assert_int_equal(EVP_Digest(p, n, out, &len, EVP_sha256(), NULL), 1);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void bk_echo(int fd)
+{
+    uint8_t *buf = malloc(65536);
+    for (;;) {
+        ssize_t n = recv(fd, buf, 65536, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0 || write_all(fd, buf, (size_t)n) != 0) {
+            break;
+        }
+    }
+    shutdown(fd, SHUT_WR);
+    free(buf);
+}
+
+static void bk_speak_first(int fd)
+{
+    size_t n = bk.speak_len;
+    uint8_t *out = malloc(n ? n : 1), *in = malloc(65536);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (uint8_t)(i * 7 + 3);
+    }
+    write_all(fd, out, n);
+    shutdown(fd, SHUT_WR);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t r = recv(fd, in, 65536, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        EVP_DigestUpdate(md, in, (size_t)r);
+        total += (uint64_t)r;
+    }
+    pthread_mutex_lock(&bk.mu);
+    EVP_DigestFinal_ex(md, bk.got_sha, NULL);
+    bk.got_bytes = total;
+    bk.got_done = 1;
+    pthread_cond_broadcast(&bk.cv);
+    pthread_mutex_unlock(&bk.mu);
+    EVP_MD_CTX_free(md);
+    free(out);
+    free(in);
+}
+
+/* A MariaDB-like greeting payload with CLIENT_SSL (0x0800) in the capability flags. */
+static size_t mysql_greeting(uint8_t *p)
+{
+    size_t n = 4;
+    p[n++] = 10;
+    memcpy(p + n, "10.11.6-MariaDB", 16);
+    n += 16;
+    memcpy(p + n, "\x07\x00\x00\x00" "abcdefgh", 12);
+    n += 12;
+    p[n++] = 0;
+    p[n++] = 0xfe;
+    p[n++] = 0xff;
+    p[n++] = 8;
+    memset(p + n, 0, 20);
+    n += 20;
+    size_t payload = n - 4;
+    p[0] = (uint8_t)payload;
+    p[1] = 0;
+    p[2] = 0;
+    p[3] = 0;
+    return n;
+}
+
+typedef struct bk_arg {
+    int fd;
+    bk_mode mode;
+} bk_arg;
+
+static void *bk_conn(void *arg)
+{
+    bk_arg a = *(bk_arg *)arg;
+    free(arg);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(a.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(a.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    switch (a.mode) {
+    case BK_ECHO:
+        bk_echo(a.fd);
+        break;
+    case BK_SPEAK_FIRST:
+        bk_speak_first(a.fd);
+        break;
+    case BK_MYSQL: {
+        uint8_t g[128];
+        write_all(a.fd, g, mysql_greeting(g));
+        bk_echo(a.fd);
+        break;
+    }
+    case BK_PEER: {
+        struct sockaddr_in sin;
+        socklen_t len = sizeof(sin);
+        char line[96], ip[INET_ADDRSTRLEN] = "?";
+        if (getpeername(a.fd, (struct sockaddr *)&sin, &len) == 0) {
+            inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof(ip));
+        }
+        int n = snprintf(line, sizeof(line), "PEER %s\n", ip);
+        write_all(a.fd, line, (size_t)n);
+        bk_echo(a.fd);
+        break;
+    }
+    }
+    close(a.fd);
+    atomic_fetch_sub(&bk.live, 1);
+    return NULL;
+}
+
+static void *bk_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct pollfd pf[3] = {{.fd = bk.wake[0], .events = POLLIN},
+                               {.fd = bk.ufd, .events = POLLIN},
+                               {.fd = bk.tfd, .events = POLLIN}};
+        if (poll(pf, 3, -1) < 0) {
+            continue;
+        }
+        if (pf[0].revents) {
+            return NULL;
+        }
+        for (int i = 1; i < 3; i++) {
+            if (!(pf[i].revents & POLLIN)) {
+                continue;
+            }
+            int fd = accept4(pf[i].fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd < 0) {
+                continue;
+            }
+            bk_arg *a = malloc(sizeof(*a));
+            a->fd = fd;
+            a->mode = (bk_mode)atomic_load(&bk.mode);
+            atomic_fetch_add(&bk.conns, 1);
+            atomic_fetch_add(&bk.live, 1);
+            pthread_t t;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&t, &attr, bk_conn, a) != 0) {
+                close(fd);
+                free(a);
+                atomic_fetch_sub(&bk.live, 1);
+            }
+            pthread_attr_destroy(&attr);
+        }
+    }
+}
+
+static int bk_start(void)
+{
+    if (csqlt_tempdir(bk.dir, sizeof(bk.dir), "csql-proxy-test") != 0) {
+        return -1;
+    }
+    snprintf(bk.path, sizeof(bk.path), "%s/backend.sock", bk.dir);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    if (strlen(bk.path) >= sizeof(un.sun_path)) {
+        return -1;
+    }
+    strcpy(un.sun_path, bk.path);
+    bk.ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (bind(bk.ufd, (struct sockaddr *)&un, sizeof(un)) != 0 || listen(bk.ufd, 128) != 0) {
+        return -1;
+    }
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    bk.tfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (bind(bk.tfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(bk.tfd, 128) != 0 ||
+        getsockname(bk.tfd, (struct sockaddr *)&sin, &len) != 0) {
+        return -1;
+    }
+    bk.tport = ntohs(sin.sin_port);
+    if (pipe(bk.wake) != 0 || pthread_create(&bk.thread, NULL, bk_main, NULL) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static void bk_wait_idle(void)
+{
+    for (int i = 0; i < 1000 && atomic_load(&bk.live) > 0; i++) {
+        sleep_ms(10);
+    }
+}
+
+static void bk_stop(void)
+{
+    if (write(bk.wake[1], "x", 1) != 1) {
+        fail_msg("backend wake");
+    }
+    pthread_join(bk.thread, NULL);
+    bk_wait_idle();
+    close(bk.ufd);
+    close(bk.tfd);
+    close(bk.wake[0]);
+    close(bk.wake[1]);
+    csqlt_rmdir(bk.dir);
+}
+
+/* ---------------- fixture ---------------- */
+
+static struct fix {
+    emu_signing_ca *ca;
+    EVP_PKEY *key;
+    char *spki;
+    X509 *good, *expired, *foreign;
+    char ip[8][32];
+    emu_instance *pg, *my, *tcp;
+} F;
+
+static X509 *pem_cert(const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    return c;
+}
+
+/* A client certificate for F.key from ca, valid for lifetime seconds; serial out. */
+static X509 *client_cert(emu_signing_ca *ca, long lifetime, uint64_t *serial)
+{
+    char *pem = NULL, err[256];
+    uint64_t s = 0;
+    time_t na;
+    if (emu_signing_ca_sign(ca, F.spki, strlen(F.spki), lifetime, &pem, &s, &na, err,
+                            sizeof(err)) != 0) {
+        fprintf(stderr, "sign: %s\n", err);
+        return NULL;
+    }
+    X509 *c = pem_cert(pem);
+    free(pem);
+    if (serial) {
+        *serial = s;
+    }
+    return c;
+}
+
+static emu_instance *instance(const char *name, const char *version, const char *ip1,
+                              const char *ip2, const char *backend, const char *mode,
+                              const char *source)
+{
+    char spec[512], err[256];
+    snprintf(spec, sizeof(spec), "proj:us-central1:%s?version=%s&public-ip=%s%s%s&backend=%s"
+             "&ca-mode=%s",
+             name, version, ip1, ip2 ? "&private-ip=" : "", ip2 ? ip2 : "", backend, mode);
+    emu_instance *inst = emu_instance_parse(spec, err, sizeof(err));
+    if (inst == NULL || emu_instance_rotate_ca(inst, err, sizeof(err)) != 0) {
+        fprintf(stderr, "instance %s: %s\n", spec, err);
+        return NULL;
+    }
+    emu_proxy_config cfg = {.signing_ca = F.ca, .server_port = PORT, .backend_source = source};
+    if (emu_proxy_start(inst, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "proxy %s: %s\n", spec, err);
+        emu_instance_free(inst);
+        return NULL;
+    }
+    return inst;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[256];
+    for (int i = 0; i < 8; i++) {
+        csqlt_unique_ip(i + 1, F.ip[i], sizeof(F.ip[i]));
+    }
+    if (bk_start() != 0 || (F.ca = emu_signing_ca_new(err, sizeof(err))) == NULL ||
+        (F.key = EVP_RSA_gen(2048)) == NULL) {
+        return -1;
+    }
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(b, F.key);
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    F.spki = strndup(data, (size_t)n);
+    BIO_free(b);
+    emu_signing_ca *other = emu_signing_ca_new(err, sizeof(err));
+    F.good = client_cert(F.ca, 3600, NULL);
+    F.expired = client_cert(F.ca, -60, NULL);
+    F.foreign = client_cert(other, 3600, NULL);
+    emu_signing_ca_free(other);
+    char tcp_backend[64];
+    snprintf(tcp_backend, sizeof(tcp_backend), "127.0.0.1:%d", bk.tport);
+    F.pg = instance("pg", "POSTGRES_15", F.ip[0], F.ip[1], bk.path, "legacy", NULL);
+    F.my = instance("my", "MYSQL_8_0", F.ip[2], NULL, bk.path, "cas", NULL);
+    F.tcp = instance("tcp", "POSTGRES_15", F.ip[3], NULL, tcp_backend, "legacy", F.ip[4]);
+    return F.good && F.expired && F.foreign && F.pg && F.my && F.tcp ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    emu_instance *all[] = {F.pg, F.my, F.tcp};
+    for (size_t i = 0; i < 3; i++) {
+        if (all[i] != NULL) {
+            emu_proxy_stop(all[i]);
+            assert_null(all[i]->proxy);
+            emu_instance_free(all[i]);
+        }
+    }
+    bk_stop();
+    X509_free(F.good);
+    X509_free(F.expired);
+    X509_free(F.foreign);
+    EVP_PKEY_free(F.key);
+    free(F.spki);
+    emu_signing_ca_free(F.ca);
+    return 0;
+}
+
+/* Before each test: echo backend, default MDX wait, no leftovers. */
+static int per_test(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_ECHO);
+    bk_wait_idle();
+    return 0;
+}
+
+/* ---------------- TLS clients ---------------- */
+
+typedef struct client {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+} client;
+
+typedef struct cli_opts {
+    X509 *cert;        /* NULL: no client certificate */
+    const char *trust; /* CA PEM(s); NULL: the instance's current bundle */
+    int max_proto;     /* 0: TLS 1.3 */
+} cli_opts;
+
+/* fd, or -errno. */
+static int tcp_connect(const char *ip, int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &sin.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    struct timeval tv = {.tv_sec = 15};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static int add_trust(SSL_CTX *ctx, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *c;
+    int n = 0;
+    while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), c);
+        X509_free(c);
+        n++;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return n;
+}
+
+/* 0 when the TLS handshake completed (client view); the client is usable or closable either way. */
+static int client_open(client *c, emu_instance *inst, const char *ip, const cli_opts *o)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(c->ctx, o->max_proto ? TLS1_2_VERSION : TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(c->ctx, o->max_proto ? o->max_proto : TLS1_3_VERSION);
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (o->cert != NULL) {
+        assert_int_equal(SSL_CTX_use_certificate(c->ctx, o->cert), 1);
+        assert_int_equal(SSL_CTX_use_PrivateKey(c->ctx, F.key), 1);
+    }
+    char *bundle = o->trust ? NULL : emu_instance_ca_pem_copy(inst, NULL);
+    assert_true(add_trust(c->ctx, o->trust ? o->trust : bundle) >= 1);
+    free(bundle);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    c->fd = tcp_connect(ip, PORT);
+    assert_true(c->fd >= 0);
+    c->ssl = SSL_new(c->ctx);
+    SSL_set_fd(c->ssl, c->fd);
+    int r = SSL_connect(c->ssl);
+    ERR_clear_error();
+    return r == 1 ? 0 : -1;
+}
+
+static void client_close(client *c)
+{
+    SSL_free(c->ssl);
+    SSL_CTX_free(c->ctx);
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+}
+
+static int good_client(client *c, emu_instance *inst, const char *ip)
+{
+    cli_opts o = {.cert = F.good};
+    return client_open(c, inst, ip, &o);
+}
+
+static void send_all(client *c, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        size_t put = 0;
+        assert_int_equal(SSL_write_ex(c->ssl, b, n, &put), 1); /* partial writes: loop */
+        b += put;
+        n -= put;
+    }
+}
+
+/* Reads exactly n bytes; 0 or -1. */
+static int recv_exact(client *c, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        size_t got = 0;
+        if (SSL_read_ex(c->ssl, b, n, &got) != 1) {
+            ERR_clear_error();
+            return -1;
+        }
+        b += got;
+        n -= got;
+    }
+    return 0;
+}
+
+/* After the expected bytes: 1 clean close_notify, 0 more data, -1 error/reset. */
+static int recv_end(client *c)
+{
+    uint8_t b;
+    size_t got = 0;
+    int r = SSL_read_ex(c->ssl, &b, 1, &got);
+    int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    return r == 1 ? 0 : e == SSL_ERROR_ZERO_RETURN ? 1 : -1;
+}
+
+/*
+ * Send out (then close_notify when half_close) while reading everything the
+ * proxy sends until its close_notify. Non-blocking so both directions flow.
+ */
+static int exchange(client *c, const uint8_t *out, size_t outlen, bool half_close, uint8_t **in,
+                    size_t *inlen)
+{
+    size_t sent = 0, cap = outlen + 65536, got = 0;
+    uint8_t *buf = malloc(cap);
+    bool shut = !half_close, eof = false;
+    int64_t deadline = now_ms() + 60000;
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    while (!eof && now_ms() < deadline) {
+        short events = 0;
+        if (sent < outlen) {
+            size_t put = 0, chunk = outlen - sent > 262144 ? 262144 : outlen - sent;
+            int r = SSL_write_ex(c->ssl, out + sent, chunk, &put);
+            if (r == 1) {
+                sent += put;
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, r);
+            ERR_clear_error();
+            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) {
+                break;
+            }
+            events |= e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+        } else if (!shut) {
+            int r = SSL_shutdown(c->ssl);
+            if (r >= 0) {
+                shut = true;
+                continue;
+            }
+            ERR_clear_error();
+            events |= POLLOUT;
+        }
+        if (cap - got < 65536) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t n = 0;
+        int r = SSL_read_ex(c->ssl, buf + got, cap - got, &n);
+        if (r == 1) {
+            got += n;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            eof = true;
+            break;
+        }
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            break;
+        }
+        events |= POLLIN;
+        struct pollfd pf = {.fd = c->fd, .events = events};
+        poll(&pf, 1, 1000);
+    }
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+    *in = buf;
+    *inlen = got;
+    return eof && sent == outlen && shut ? 0 : -1;
+}
+
+static uint8_t *random_bytes(size_t n)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    assert_int_equal(RAND_bytes(p, (int)(n ? n : 1)), 1);
+    return p;
+}
+
+static void stats(emu_instance *inst, emu_proxy_stats *s)
+{
+    emu_proxy_stats_get(inst, s);
+}
+
+/* Waits up to 5 s for the counter picked by field to exceed before. */
+#define WAIT_STAT(inst, field, before)                                                        \
+    do {                                                                                      \
+        emu_proxy_stats s_;                                                                   \
+        for (int i_ = 0; i_ < 500; i_++) {                                                    \
+            stats(inst, &s_);                                                                 \
+            if (s_.field > (before)) {                                                        \
+                break;                                                                        \
+            }                                                                                 \
+            sleep_ms(10);                                                                     \
+        }                                                                                     \
+        assert_true(s_.field > (before));                                                     \
+    } while (0)
+
+static void wait_inactive(emu_instance *inst)
+{
+    emu_proxy_stats s;
+    for (int i = 0; i < 500; i++) {
+        stats(inst, &s);
+        if (s.active == 0) {
+            return;
+        }
+        sleep_ms(10);
+    }
+    fail_msg("connections still active: %llu", (unsigned long long)s.active);
+}
+
+/* ---------------- forwarding ---------------- */
+
+static void echo_roundtrip(emu_instance *inst, const char *ip, size_t n)
+{
+    client c;
+    assert_int_equal(good_client(&c, inst, ip), 0);
+    uint8_t *out = random_bytes(n), *in = NULL;
+    size_t inlen = 0;
+    assert_int_equal(exchange(&c, out, n, true, &in, &inlen), 0);
+    assert_int_equal(inlen, n);
+    unsigned char a[32], b[32];
+    sha256(out, n, a);
+    sha256(in, inlen, b);
+    assert_memory_equal(a, b, 32);
+    assert_true(n == 0 || memcmp(out, in, n) == 0);
+    free(out);
+    free(in);
+    client_close(&c);
+}
+
+static void test_echo_sizes(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 1000, 65535, 65536, 65537, 1 << 20, 8 << 20};
+    emu_proxy_stats_ext before, after;
+    emu_proxy_stats_ext_get(F.pg, &before);
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        echo_roundtrip(F.pg, F.ip[0], sizes[i]);
+        total += sizes[i];
+    }
+    /* The private address of the same instance works too. */
+    echo_roundtrip(F.pg, F.ip[1], 4096);
+    total += 4096;
+    wait_inactive(F.pg);
+    emu_proxy_stats_ext_get(F.pg, &after);
+    assert_true(after.bytes_up - before.bytes_up == total);
+    assert_true(after.bytes_down - before.bytes_down == total);
+}
+
+/* The client half-closes first and only then reads: the answer still arrives. */
+static void test_half_close_client_first(void **state)
+{
+    (void)state;
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    uint8_t *out = random_bytes(32768), in[32768];
+    send_all(&c, out, 32768);
+    assert_true(SSL_shutdown(c.ssl) >= 0); /* close_notify: no more from us */
+    assert_int_equal(recv_exact(&c, in, sizeof(in)), 0);
+    assert_memory_equal(in, out, sizeof(in));
+    assert_int_equal(recv_end(&c), 1); /* the backend's EOF arrives as close_notify */
+    free(out);
+    client_close(&c);
+}
+
+/* The backend half-closes first: the client sees close_notify and can still send. */
+static void test_half_close_backend_first(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_SPEAK_FIRST);
+    bk.speak_len = 100000;
+    bk.got_done = 0;
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    /* PostgreSQL clients speak first; one byte lets the proxy past its first-bytes check. */
+    const size_t n = 1 << 20;
+    uint8_t *out = random_bytes(n), *in = malloc(100000);
+    send_all(&c, out, 1);
+    assert_int_equal(recv_exact(&c, in, 100000), 0);
+    for (size_t i = 0; i < 100000; i++) {
+        assert_int_equal(in[i], (uint8_t)(i * 7 + 3));
+    }
+    assert_int_equal(recv_end(&c), 1);
+    send_all(&c, out + 1, n - 1);
+    assert_true(SSL_shutdown(c.ssl) >= 0);
+    pthread_mutex_lock(&bk.mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    while (!bk.got_done && pthread_cond_timedwait(&bk.cv, &bk.mu, &until) == 0) {
+    }
+    int done = bk.got_done;
+    uint64_t got = bk.got_bytes;
+    unsigned char want[32], have[32];
+    memcpy(have, bk.got_sha, 32);
+    pthread_mutex_unlock(&bk.mu);
+    assert_true(done);
+    assert_true(got == n);
+    sha256(out, n, want);
+    assert_memory_equal(want, have, 32);
+    free(out);
+    free(in);
+    client_close(&c);
+    wait_inactive(F.pg);
+}
+
+typedef struct par_arg {
+    int id;
+    atomic_int *ok;
+} par_arg;
+
+static void *parallel_client(void *arg)
+{
+    par_arg *a = arg;
+    for (int round = 0; round < 3; round++) {
+        client c;
+        cli_opts o = {.cert = F.good};
+        if (client_open(&c, F.pg, F.ip[a->id % 2], &o) != 0) {
+            client_close(&c);
+            continue;
+        }
+        size_t n = 131072 + (size_t)a->id * 1000;
+        uint8_t *out = malloc(n), *in = NULL;
+        size_t inlen = 0;
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (uint8_t)(i ^ (size_t)a->id);
+        }
+        if (exchange(&c, out, n, true, &in, &inlen) == 0 && inlen == n &&
+            memcmp(in, out, n) == 0) {
+            atomic_fetch_add(a->ok, 1);
+        }
+        free(out);
+        free(in);
+        client_close(&c);
+    }
+    return NULL;
+}
+
+static void test_parallel_clients(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    pthread_t t[N];
+    par_arg args[N];
+    atomic_int ok = 0;
+    for (int i = 0; i < N; i++) {
+        args[i] = (par_arg){.id = i, .ok = &ok};
+        assert_int_equal(pthread_create(&t[i], NULL, parallel_client, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+    }
+    assert_int_equal(atomic_load(&ok), N * 3);
+    wait_inactive(F.pg);
+}
+
+/* ---------------- refusals ---------------- */
+
+/* The handshake may look fine to a TLS 1.3 client; the refusal shows on the first read. */
+static void expect_refused(emu_instance *inst, const char *ip, const cli_opts *o)
+{
+    emu_proxy_stats before;
+    stats(inst, &before);
+    int bk_before = atomic_load(&bk.conns);
+    client c;
+    if (client_open(&c, inst, ip, o) == 0) {
+        size_t put;
+        SSL_write_ex(c.ssl, "ping", 4, &put);
+        ERR_clear_error();
+        uint8_t b[4];
+        assert_int_equal(recv_exact(&c, b, 4), -1);
+    }
+    client_close(&c);
+    WAIT_STAT(inst, tls_refused, before.tls_refused);
+    assert_int_equal(atomic_load(&bk.conns), bk_before); /* the database never saw it */
+}
+
+static void test_refuse_no_client_cert(void **state)
+{
+    (void)state;
+    cli_opts o = {.cert = NULL};
+    expect_refused(F.pg, F.ip[0], &o);
+}
+
+static void test_refuse_foreign_ca(void **state)
+{
+    (void)state;
+    cli_opts o = {.cert = F.foreign};
+    expect_refused(F.pg, F.ip[0], &o);
+}
+
+static void test_refuse_expired_cert(void **state)
+{
+    (void)state;
+    cli_opts o = {.cert = F.expired};
+    expect_refused(F.pg, F.ip[0], &o);
+}
+
+static void test_refuse_tls12(void **state)
+{
+    (void)state;
+    cli_opts o = {.cert = F.good, .max_proto = TLS1_2_VERSION};
+    client c;
+    emu_proxy_stats before;
+    stats(F.pg, &before);
+    assert_int_equal(client_open(&c, F.pg, F.ip[0], &o), -1);
+    client_close(&c);
+    WAIT_STAT(F.pg, tls_refused, before.tls_refused);
+    /* And the same client allowed TLS 1.3 gets through. */
+    echo_roundtrip(F.pg, F.ip[0], 10);
+}
+
+/* A client that connects and says nothing is cut off at the handshake deadline. */
+static void test_handshake_timeout(void **state)
+{
+    (void)state;
+    emu_proxy_stats before;
+    stats(F.pg, &before);
+    emu_proxy_set_timeouts(F.pg, 300, 30000);
+    int fd = tcp_connect(F.ip[0], PORT);
+    assert_true(fd >= 0);
+    int64_t t0 = now_ms();
+    char b;
+    ssize_t r = recv(fd, &b, 1, 0);
+    int64_t took = now_ms() - t0;
+    assert_true(r <= 0);
+    assert_true(took >= 250 && took < 5000);
+    close(fd);
+    WAIT_STAT(F.pg, tls_refused, before.tls_refused);
+    emu_proxy_set_timeouts(F.pg, 10000, 30000);
+}
+
+/* After the handshake, a PostgreSQL client that never sends its startup is closed too. */
+static void test_prelude_timeout(void **state)
+{
+    (void)state;
+    emu_proxy_set_timeouts(F.pg, 10000, 300);
+    int bk_before = atomic_load(&bk.conns);
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    int64_t t0 = now_ms();
+    assert_int_equal(recv_end(&c), -1);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= 250 && took < 5000);
+    client_close(&c);
+    assert_int_equal(atomic_load(&bk.conns), bk_before);
+    emu_proxy_set_timeouts(F.pg, 10000, 30000);
+}
+
+/* ---------------- metadata exchange ---------------- */
+
+static size_t mdx_frame(uint8_t *out, const uint8_t *body, size_t len)
+{
+    memcpy(out, "CSQLMDEX", 8);
+    out[8] = (uint8_t)(len >> 24);
+    out[9] = (uint8_t)(len >> 16);
+    out[10] = (uint8_t)(len >> 8);
+    out[11] = (uint8_t)len;
+    memcpy(out + 12, body, len);
+    return 12 + len;
+}
+
+static const uint8_t MDX_OK[14] = {'C', 'S', 'Q', 'L', 'M', 'D', 'E', 'X', 0, 0, 0, 2, 8, 1};
+
+static void test_mdx_ok(void **state)
+{
+    (void)state;
+    const uint8_t body[] = {0x0a, 4, 't', 'e', 's', 't', 0x10, 1};
+    uint8_t buf[64], in[32];
+    size_t n = mdx_frame(buf, body, sizeof(body));
+    memcpy(buf + n, "hello", 5); /* database bytes in the same write */
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, buf, n + 5);
+    assert_int_equal(recv_exact(&c, in, 14), 0);
+    assert_memory_equal(in, MDX_OK, 14);
+    assert_int_equal(recv_exact(&c, in, 5), 0);
+    assert_memory_equal(in, "hello", 5); /* the frame itself never reached the database */
+    client_close(&c);
+    emu_mdx_request last;
+    assert_int_equal(emu_proxy_last_mdx(F.pg, &last), 1);
+    assert_string_equal(last.user_agent, "test");
+    assert_int_equal(last.protocol_type, 1);
+}
+
+/* A frame split across writes is reassembled. */
+static void test_mdx_split(void **state)
+{
+    (void)state;
+    const uint8_t body[] = {0x10, 3};
+    uint8_t buf[32], in[14];
+    size_t n = mdx_frame(buf, body, sizeof(body));
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, buf, 5);
+    sleep_ms(50);
+    send_all(&c, buf + 5, n - 5);
+    assert_int_equal(recv_exact(&c, in, 14), 0);
+    assert_memory_equal(in, MDX_OK, 14);
+    send_all(&c, "x", 1);
+    assert_int_equal(recv_exact(&c, in, 1), 0);
+    assert_int_equal(in[0], 'x');
+    client_close(&c);
+}
+
+static void expect_mdx_error(const uint8_t *frame, size_t n)
+{
+    emu_proxy_stats_ext before, after;
+    emu_proxy_stats_ext_get(F.pg, &before);
+    int bk_before = atomic_load(&bk.conns);
+    client c;
+    uint8_t in[200];
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, frame, n);
+    assert_int_equal(recv_exact(&c, in, 12), 0);
+    assert_memory_equal(in, "CSQLMDEX", 8);
+    size_t len = (size_t)in[11];
+    assert_true(len > 4 && len < sizeof(in));
+    assert_int_equal(recv_exact(&c, in, len), 0);
+    assert_int_equal(in[0], 0x08);
+    assert_int_equal(in[1], 2); /* ERROR */
+    assert_int_equal(in[2], 0x12);
+    assert_true(in[3] > 0);
+    assert_int_not_equal(recv_end(&c), 0); /* then the connection ends */
+    client_close(&c);
+    emu_proxy_stats_ext_get(F.pg, &after);
+    assert_true(after.mdx_error == before.mdx_error + 1);
+    assert_int_equal(atomic_load(&bk.conns), bk_before);
+}
+
+static void test_mdx_error(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    const uint8_t bad_body[] = {0x0a, 9, 'x'}; /* length beyond the body */
+    expect_mdx_error(buf, mdx_frame(buf, bad_body, sizeof(bad_body)));
+    const uint8_t huge[12] = {'C', 'S', 'Q', 'L', 'M', 'D', 'E', 'X', 0, 1, 0, 0}; /* 64 KiB */
+    expect_mdx_error(huge, sizeof(huge));
+}
+
+/* MySQL: the server speaks first, so the proxy holds the greeting for a possible MDX. */
+static void test_mdx_mysql(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_MYSQL);
+    uint8_t greeting[128], in[128];
+    size_t glen = mysql_greeting(greeting);
+    client c;
+
+    /* With MDX: the answer comes at once, then the greeting. */
+    emu_proxy_set_mdx_wait_ms(F.my, 5000);
+    const uint8_t body[] = {0x10, 3};
+    uint8_t frame[32];
+    size_t n = mdx_frame(frame, body, sizeof(body));
+    assert_int_equal(good_client(&c, F.my, F.ip[2]), 0);
+    int64_t t0 = now_ms();
+    send_all(&c, frame, n);
+    assert_int_equal(recv_exact(&c, in, 14), 0);
+    assert_memory_equal(in, MDX_OK, 14);
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    assert_memory_equal(in, greeting, glen); /* not IAM: unchanged */
+    assert_true(now_ms() - t0 < 2500);
+    client_close(&c);
+
+    /* Without MDX: the greeting after the wait. */
+    emu_proxy_set_mdx_wait_ms(F.my, 400);
+    assert_int_equal(good_client(&c, F.my, F.ip[2]), 0);
+    t0 = now_ms();
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    int64_t took = now_ms() - t0;
+    assert_memory_equal(in, greeting, glen);
+    assert_true(took >= 300);
+    client_close(&c);
+
+    /* Wait 0: MDX off for this instance, greeting at once. */
+    emu_proxy_set_mdx_wait_ms(F.my, 0);
+    assert_int_equal(good_client(&c, F.my, F.ip[2]), 0);
+    t0 = now_ms();
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    assert_true(now_ms() - t0 < 300);
+    client_close(&c);
+    wait_inactive(F.my);
+}
+
+/* ---------------- faults ---------------- */
+
+static void test_drop_connections(void **state)
+{
+    (void)state;
+    client a, b;
+    uint8_t in[4];
+    assert_int_equal(good_client(&a, F.pg, F.ip[0]), 0);
+    assert_int_equal(good_client(&b, F.pg, F.ip[1]), 0);
+    send_all(&a, "ping", 4);
+    send_all(&b, "ping", 4);
+    assert_int_equal(recv_exact(&a, in, 4), 0);
+    assert_int_equal(recv_exact(&b, in, 4), 0);
+    emu_proxy_stats s;
+    stats(F.pg, &s);
+    assert_true(s.active >= 2);
+    int64_t t0 = now_ms();
+    emu_proxy_drop_connections(F.pg);
+    assert_int_not_equal(recv_end(&a), 0); /* ends one way or another... */
+    assert_int_equal(recv_exact(&b, in, 1), -1);
+    assert_true(now_ms() - t0 < 2000); /* ...promptly */
+    client_close(&a);
+    client_close(&b);
+    wait_inactive(F.pg);
+    /* New connections are unaffected. */
+    echo_roundtrip(F.pg, F.ip[0], 100);
+}
+
+static void test_refuse_tcp(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(emu_proxy_set_refuse(F.pg, true, err, sizeof(err)), 0);
+    assert_int_equal(tcp_connect(F.ip[0], PORT), -ECONNREFUSED);
+    assert_int_equal(tcp_connect(F.ip[1], PORT), -ECONNREFUSED);
+    assert_int_equal(emu_proxy_set_refuse(F.pg, true, err, sizeof(err)), 0); /* idempotent */
+    echo_roundtrip(F.my, F.ip[2], 0); /* other instances are unaffected */
+    assert_int_equal(emu_proxy_set_refuse(F.pg, false, err, sizeof(err)), 0);
+    echo_roundtrip(F.pg, F.ip[0], 1000);
+    echo_roundtrip(F.pg, F.ip[1], 1000);
+    assert_int_equal(emu_proxy_set_refuse(F.pg, false, err, sizeof(err)), 0);
+}
+
+static void test_rotation(void **state)
+{
+    (void)state;
+    char err[256], *old_pem = emu_instance_ca_pem_copy(F.pg, NULL);
+    client live, c;
+    uint8_t in[4];
+    assert_int_equal(good_client(&live, F.pg, F.ip[0]), 0);
+    send_all(&live, "one!", 4);
+    assert_int_equal(recv_exact(&live, in, 4), 0);
+
+    assert_int_equal(emu_instance_rotate_ca(F.pg, err, sizeof(err)), 0);
+    char *new_pem = emu_instance_ca_pem_copy(F.pg, NULL);
+    assert_string_not_equal(old_pem, new_pem);
+
+    /* A client that still trusts the old CA fails the handshake... */
+    cli_opts stale = {.cert = F.good, .trust = old_pem};
+    assert_int_equal(client_open(&c, F.pg, F.ip[0], &stale), -1);
+    client_close(&c);
+    /* ...one with the new bundle sees the new leaf. */
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    emu_instance_lock();
+    X509 *leaf = X509_dup(emu_server_id_leaf(F.pg->server_id));
+    emu_instance_unlock();
+    assert_int_equal(X509_cmp(SSL_get0_peer_certificate(c.ssl), leaf), 0);
+    X509_free(leaf);
+    send_all(&c, "two!", 4);
+    assert_int_equal(recv_exact(&c, in, 4), 0);
+    client_close(&c);
+
+    /* The connection made before the rotation keeps working. */
+    send_all(&live, "thr!", 4);
+    assert_int_equal(recv_exact(&live, in, 4), 0);
+    assert_memory_equal(in, "thr!", 4);
+    client_close(&live);
+    free(old_pem);
+    free(new_pem);
+}
+
+/* CAS instance: the client trusts root + intermediate and sees the SAN. */
+static void test_cas_chain(void **state)
+{
+    (void)state;
+    client c;
+    assert_int_equal(good_client(&c, F.my, F.ip[2]), 0);
+    X509 *peer = SSL_get0_peer_certificate(c.ssl);
+    assert_int_equal(X509_check_host(peer, "my.proj.us-central1.sql.goog", 0, 0, NULL), 1);
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c.ssl);
+    assert_int_equal(sk_X509_num(chain), 3); /* leaf, intermediate, root */
+    client_close(&c);
+}
+
+/* ---------------- backends ---------------- */
+
+static void test_backend_source(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_PEER);
+    client c;
+    char line[64], want[64];
+    assert_int_equal(good_client(&c, F.tcp, F.ip[3]), 0);
+    send_all(&c, "x", 1);
+    int n = snprintf(want, sizeof(want), "PEER %s\n", F.ip[4]);
+    assert_int_equal(recv_exact(&c, line, (size_t)n), 0);
+    line[n] = '\0';
+    assert_string_equal(line, want);
+    assert_int_equal(recv_exact(&c, line, 1), 0);
+    assert_int_equal(line[0], 'x');
+    client_close(&c);
+}
+
+static void test_backend_down_and_stop(void **state)
+{
+    (void)state;
+    char missing[300];
+    snprintf(missing, sizeof(missing), "%s/nothing.sock", bk.dir);
+    emu_instance *down = instance("down", "POSTGRES_15", F.ip[5], NULL, missing, "legacy", NULL);
+    assert_non_null(down);
+    client c;
+    assert_int_equal(good_client(&c, down, F.ip[5]), 0);
+    send_all(&c, "x", 1);
+    assert_int_not_equal(recv_end(&c), 0);
+    client_close(&c);
+    emu_proxy_stats_ext ext;
+    for (int i = 0; i < 500; i++) {
+        emu_proxy_stats_ext_get(down, &ext);
+        if (ext.backend_failed > 0) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    assert_true(ext.backend_failed == 1);
+    emu_proxy_stop(down);
+    emu_instance_free(down);
+
+    /* Stop with live connections: they end, the listeners go, stop returns promptly. */
+    emu_instance *st = instance("stop", "POSTGRES_15", F.ip[6], NULL, bk.path, "legacy", NULL);
+    assert_non_null(st);
+    client a[3];
+    uint8_t in[2];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(good_client(&a[i], st, F.ip[6]), 0);
+        send_all(&a[i], "hi", 2);
+        assert_int_equal(recv_exact(&a[i], in, 2), 0);
+    }
+    client idle; /* mid-handshake: connected, nothing sent */
+    idle.fd = tcp_connect(F.ip[6], PORT);
+    assert_true(idle.fd >= 0);
+    int64_t t0 = now_ms();
+    emu_proxy_stop(st);
+    assert_true(now_ms() - t0 < 3000);
+    assert_null(st->proxy);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(recv_exact(&a[i], in, 1), -1);
+        client_close(&a[i]);
+    }
+    close(idle.fd);
+    assert_int_equal(tcp_connect(F.ip[6], PORT), -ECONNREFUSED);
+    emu_proxy_stop(st); /* idempotent */
+    emu_instance_free(st);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    emu_instance *inst = emu_instance_parse(
+        "proj:r:bad?version=POSTGRES_15&public-ip=127.0.0.1&backend=/tmp/x.sock", err,
+        sizeof(err));
+    assert_non_null(inst);
+    emu_proxy_config cfg = {.signing_ca = F.ca, .server_port = PORT};
+    /* No server identity yet. */
+    assert_int_equal(emu_proxy_start(inst, &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "identity"));
+    assert_int_equal(emu_instance_rotate_ca(inst, err, sizeof(err)), 0);
+    /* Port already taken by the pg instance's address. */
+    free(inst->public_ip);
+    inst->public_ip = strdup(F.ip[0]);
+    assert_int_equal(emu_proxy_start(inst, &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot listen"));
+    assert_null(inst->proxy);
+    /* Errors from a proxy that is not running. */
+    assert_int_equal(emu_proxy_set_refuse(inst, false, err, sizeof(err)), -1);
+    emu_proxy_stats s;
+    emu_proxy_stats_get(inst, &s);
+    assert_true(s.accepted == 0);
+    emu_proxy_drop_connections(inst);
+    emu_proxy_stop(inst);
+    emu_instance_free(inst);
+}
+
+/* ---------------- IAM authn ---------------- */
+
+/* A startup packet for user; returns its length. */
+static size_t pg_startup(uint8_t *out, const char *user)
+{
+    size_t n = 8;
+    n += (size_t)sprintf((char *)out + n, "user") + 1;
+    n += (size_t)sprintf((char *)out + n, "%s", user) + 1;
+    n += (size_t)sprintf((char *)out + n, "database") + 1;
+    n += (size_t)sprintf((char *)out + n, "postgres") + 1;
+    out[n++] = 0;
+    out[0] = (uint8_t)(n >> 24);
+    out[1] = (uint8_t)(n >> 16);
+    out[2] = (uint8_t)(n >> 8);
+    out[3] = (uint8_t)n;
+    out[4] = 0;
+    out[5] = 3;
+    out[6] = 0;
+    out[7] = 0;
+    return n;
+}
+
+static X509 *iam_cert(const char *principal, long token_ttl)
+{
+    uint64_t serial;
+    X509 *c = client_cert(F.ca, 3600, &serial);
+    assert_non_null(c);
+    emu_iam_bind(serial, principal, time(NULL) + token_ttl);
+    return c;
+}
+
+/* Sends a startup for user with cert; expects it echoed (accepted) or an ErrorResponse. */
+static void pg_login(X509 *cert, const char *user, bool accept, const char *msg_fragment)
+{
+    emu_proxy_stats before;
+    stats(F.pg, &before);
+    int bk_before = atomic_load(&bk.conns);
+    client c;
+    cli_opts o = {.cert = cert};
+    uint8_t pkt[256], in[512];
+    size_t n = pg_startup(pkt, user);
+    assert_int_equal(client_open(&c, F.pg, F.ip[0], &o), 0);
+    send_all(&c, pkt, n);
+    if (accept) {
+        assert_int_equal(recv_exact(&c, in, n), 0);
+        assert_memory_equal(in, pkt, n);
+        client_close(&c);
+        return;
+    }
+    assert_int_equal(recv_exact(&c, in, 5), 0);
+    assert_int_equal(in[0], 'E');
+    size_t len = (size_t)in[1] << 24 | (size_t)in[2] << 16 | (size_t)in[3] << 8 | in[4];
+    assert_true(len > 4 && len - 4 < sizeof(in));
+    assert_int_equal(recv_exact(&c, in, len - 4), 0);
+    const char *fields = (const char *)in;
+    bool fatal = false, code = false, msg = false;
+    for (size_t i = 0; i < len - 4 && fields[i] != '\0'; i += strlen(fields + i + 1) + 2) {
+        const char *v = fields + i + 1;
+        fatal |= fields[i] == 'S' && strcmp(v, "FATAL") == 0;
+        code |= fields[i] == 'C' && strcmp(v, "28000") == 0;
+        msg |= fields[i] == 'M' && strstr(v, msg_fragment) != NULL;
+    }
+    assert_true(fatal);
+    assert_true(code);
+    assert_true(msg);
+    assert_int_not_equal(recv_end(&c), 0);
+    client_close(&c);
+    WAIT_STAT(F.pg, iam_refused, before.iam_refused);
+    assert_int_equal(atomic_load(&bk.conns), bk_before);
+}
+
+static void test_iam_postgres(void **state)
+{
+    (void)state;
+    X509 *cert = iam_cert(IAM_SA, 600);
+    pg_login(cert, "sa@p.iam", true, NULL);
+    pg_login(cert, "postgres", false,
+             "Cloud SQL IAM user authentication failed for user \"postgres\"");
+    /* The MySQL form of the name is not the PostgreSQL one. */
+    pg_login(cert, "sa", false, "authentication failed");
+    X509_free(cert);
+
+    X509 *expired = iam_cert(IAM_SA, -1);
+    pg_login(expired, "sa@p.iam", false, "expired");
+    X509_free(expired);
+
+    /* A certificate issued without IAM authn is forwarded whatever the user. */
+    pg_login(F.good, "postgres", true, NULL);
+}
+
+/* SSLRequest inside the tunnel is answered 'N'; the real startup is then checked. */
+static void test_iam_postgres_sslrequest_and_cancel(void **state)
+{
+    (void)state;
+    X509 *cert = iam_cert(IAM_SA, 600);
+    client c;
+    cli_opts o = {.cert = cert};
+    uint8_t sslreq[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}, in[256], pkt[256];
+    assert_int_equal(client_open(&c, F.pg, F.ip[0], &o), 0);
+    send_all(&c, sslreq, 8);
+    assert_int_equal(recv_exact(&c, in, 1), 0);
+    assert_int_equal(in[0], 'N');
+    size_t n = pg_startup(pkt, "postgres");
+    send_all(&c, pkt, n);
+    assert_int_equal(recv_exact(&c, in, 1), 0);
+    assert_int_equal(in[0], 'E');
+    client_close(&c);
+
+    /* A CancelRequest carries no user: forwarded. */
+    uint8_t cancel[16] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(client_open(&c, F.pg, F.ip[0], &o), 0);
+    send_all(&c, cancel, 16);
+    assert_int_equal(recv_exact(&c, in, 16), 0);
+    assert_memory_equal(in, cancel, 16);
+    client_close(&c);
+    X509_free(cert);
+}
+
+/* HandshakeResponse41 packet (seq 1) for user; returns its length. */
+static size_t mysql_response(uint8_t *p, const char *user)
+{
+    memset(p, 0, 36);
+    uint32_t caps = 0x000aa20f; /* PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH ... no SSL */
+    p[4] = (uint8_t)caps;
+    p[5] = (uint8_t)(caps >> 8);
+    p[6] = (uint8_t)(caps >> 16);
+    p[7] = (uint8_t)(caps >> 24);
+    p[12] = 33;
+    size_t n = 36;
+    size_t ul = strlen(user) + 1;
+    memcpy(p + n, user, ul);
+    n += ul;
+    p[n++] = 0; /* empty auth response */
+    size_t payload = n - 4;
+    p[0] = (uint8_t)payload;
+    p[1] = 0;
+    p[2] = 0;
+    p[3] = 1;
+    return n;
+}
+
+static void test_iam_mysql(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_MYSQL);
+    emu_proxy_set_mdx_wait_ms(F.my, 0);
+    X509 *cert = iam_cert(IAM_SA, 600);
+    cli_opts o = {.cert = cert};
+    uint8_t greeting[128], in[256], pkt[128];
+    size_t glen = mysql_greeting(greeting);
+    client c;
+
+    /* Right user: greeting with CLIENT_SSL cleared, response forwarded. */
+    assert_int_equal(client_open(&c, F.my, F.ip[2], &o), 0);
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    assert_int_equal(in[4 + 31] & 0x08, 0);
+    in[4 + 31] |= 0x08;
+    assert_memory_equal(in, greeting, glen);
+    size_t n = mysql_response(pkt, "sa");
+    send_all(&c, pkt, n);
+    assert_int_equal(recv_exact(&c, in, n), 0);
+    assert_memory_equal(in, pkt, n);
+    client_close(&c);
+
+    /* Wrong user: ERR 1045 with sequence id 2, then the end. */
+    emu_proxy_stats before;
+    stats(F.my, &before);
+    assert_int_equal(client_open(&c, F.my, F.ip[2], &o), 0);
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    n = mysql_response(pkt, "root");
+    send_all(&c, pkt, n);
+    assert_int_equal(recv_exact(&c, in, 4), 0);
+    size_t plen = (size_t)in[0] | (size_t)in[1] << 8 | (size_t)in[2] << 16;
+    assert_int_equal(in[3], 2);
+    assert_true(plen < sizeof(in));
+    assert_int_equal(recv_exact(&c, in, plen), 0);
+    assert_int_equal(in[0], 0xff);
+    assert_int_equal(in[1] | in[2] << 8, 1045);
+    assert_memory_equal(in + 3, "#28000", 6);
+    in[plen] = '\0';
+    assert_non_null(strstr((const char *)in + 9, "Access denied for user 'root'"));
+    assert_non_null(strstr((const char *)in + 9, "IAM"));
+    assert_int_not_equal(recv_end(&c), 0);
+    client_close(&c);
+    WAIT_STAT(F.my, iam_refused, before.iam_refused);
+    X509_free(cert);
+
+    /* Not bound: greeting untouched, any user forwarded. */
+    cli_opts plain = {.cert = F.good};
+    assert_int_equal(client_open(&c, F.my, F.ip[2], &plain), 0);
+    assert_int_equal(recv_exact(&c, in, glen), 0);
+    assert_memory_equal(in, greeting, glen);
+    n = mysql_response(pkt, "root");
+    send_all(&c, pkt, n);
+    assert_int_equal(recv_exact(&c, in, n), 0);
+    client_close(&c);
+    wait_inactive(F.my);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_echo_sizes, per_test),
+        cmocka_unit_test_setup(test_half_close_client_first, per_test),
+        cmocka_unit_test_setup(test_half_close_backend_first, per_test),
+        cmocka_unit_test_setup(test_parallel_clients, per_test),
+        cmocka_unit_test_setup(test_refuse_no_client_cert, per_test),
+        cmocka_unit_test_setup(test_refuse_foreign_ca, per_test),
+        cmocka_unit_test_setup(test_refuse_expired_cert, per_test),
+        cmocka_unit_test_setup(test_refuse_tls12, per_test),
+        cmocka_unit_test_setup(test_handshake_timeout, per_test),
+        cmocka_unit_test_setup(test_prelude_timeout, per_test),
+        cmocka_unit_test_setup(test_mdx_ok, per_test),
+        cmocka_unit_test_setup(test_mdx_split, per_test),
+        cmocka_unit_test_setup(test_mdx_error, per_test),
+        cmocka_unit_test_setup(test_mdx_mysql, per_test),
+        cmocka_unit_test_setup(test_drop_connections, per_test),
+        cmocka_unit_test_setup(test_refuse_tcp, per_test),
+        cmocka_unit_test_setup(test_rotation, per_test),
+        cmocka_unit_test_setup(test_cas_chain, per_test),
+        cmocka_unit_test_setup(test_backend_source, per_test),
+        cmocka_unit_test_setup(test_backend_down_and_stop, per_test),
+        cmocka_unit_test_setup(test_bad_config, per_test),
+        cmocka_unit_test_setup(test_iam_postgres, per_test),
+        cmocka_unit_test_setup(test_iam_postgres_sslrequest_and_cancel, per_test),
+        cmocka_unit_test_setup(test_iam_mysql, per_test),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
