@@ -276,6 +276,13 @@ static bool retryable(const call *c)
     return c->rc == CSQL_ERR_DNS || c->rc == CSQL_ERR_CONNECT || c->rc == CSQL_ERR_IO;
 }
 
+/* A transport error's message without the library prefix, to nest it in another message. */
+static const char *bare_message(const call *c)
+{
+    const char *m = c->err.message ? c->err.message : csql_strerror(c->rc);
+    return strncmp(m, "csql: ", 6) == 0 ? m + 6 : m;
+}
+
 static void log_attempt(const refresh_run *r, int i, int64_t took_ms)
 {
     const call *c = &r->calls[i];
@@ -285,7 +292,7 @@ static void log_attempt(const refresh_run *r, int i, int64_t took_ms)
     } else {
         csql__log(r->ctx->log, CSQL_LOG_DEBUG, "refresh %s: %s attempt %d failed in %lld ms: %s",
                   r->name->full, call_names[i], c->attempts, (long long)took_ms,
-                  c->err.message ? c->err.message : csql_strerror(c->rc));
+                  bare_message(c));
     }
 }
 
@@ -367,7 +374,7 @@ static void describe_failure(const call *c, char *buf, size_t len)
     if (c->rc == 0) {
         snprintf(buf, len, "HTTP %ld", c->resp.status);
     } else {
-        snprintf(buf, len, "%s", c->err.message ? c->err.message : csql_strerror(c->rc));
+        snprintf(buf, len, "%s", bare_message(c));
     }
 }
 
