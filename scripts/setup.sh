@@ -15,7 +15,7 @@ PACKAGES=(
     # databases and clients
     postgresql postgresql-contrib postgresql-client mariadb-server mariadb-client
     # Google's reference clients and test tools
-    cloudsql-proxy nodejs curl openssl procps iproute2 faketime
+    cloudsql-proxy nodejs curl openssl procps iproute2 faketime jq util-linux
 )
 
 missing=()

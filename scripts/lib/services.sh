@@ -106,6 +106,7 @@ csql_start_v1proxy() {
     command -v cloud_sql_proxy >/dev/null || csql_die "cloud_sql_proxy not installed (run scripts/setup.sh)"
     csql_tempdir dir csql-v1proxy
     V1_LOG=$dir/log
+    : >"$V1_LOG"
     cloud_sql_proxy -host "$url/" -token "$token" -instances="$instances" -dir "$dir" "$@" \
         </dev/null >"$V1_LOG" 2>&1 &
     V1_PID=$!
