@@ -101,16 +101,30 @@ static void copy_printable(char *dst, size_t cap, const char *s)
     dst[i] = '\0';
 }
 
-/* The URL as shown in messages: everything before '?' or '#', bounded. */
+/* The URL as shown in messages: no user:password@, nothing from '?' or '#' on, bounded. */
 static void url_without_query(char *dst, size_t cap, const char *url)
 {
     size_t n = strcspn(url, "?#");
     char tmp[URL_SHOWN_MAX];
-    if (n >= sizeof(tmp)) {
-        n = sizeof(tmp) - 1;
+    const char *auth = strstr(url, "://");
+    size_t o = 0;
+    if (auth != NULL && (size_t)(auth - url) < n) {
+        auth += 3;
+        size_t prefix = (size_t)(auth - url);
+        size_t authority = strcspn(auth, "/?#");
+        const char *at = memchr(auth, '@', authority);
+        if (at != NULL && prefix < sizeof(tmp)) {
+            memcpy(tmp, url, prefix); /* scheme:// */
+            o = prefix;
+            url = at + 1;
+            n -= (size_t)(url - (auth - prefix));
+        }
     }
-    memcpy(tmp, url, n);
-    tmp[n] = '\0';
+    if (o + n >= sizeof(tmp)) {
+        n = sizeof(tmp) - 1 - o;
+    }
+    memcpy(tmp + o, url, n);
+    tmp[o + n] = '\0';
     copy_printable(dst, cap, tmp);
 }
 

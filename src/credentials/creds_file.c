@@ -276,7 +276,7 @@ static void file_source_free(void *state)
     free(fs);
 }
 
-/* POST a form to the token endpoint and parse the answer. Wipes nothing of body. */
+/* POST a form to the token endpoint and parse the answer. The caller wipes body. */
 static int post_token_form(const char *token_uri, const char *body, size_t body_len,
                            int64_t deadline_ms, csql__token *out)
 {
@@ -291,18 +291,17 @@ static int post_token_form(const char *token_uri, const char *body, size_t body_
         .max_response = CSQL__TOKEN_RESPONSE_MAX,
         .deadline_ms = deadline_ms,
     };
-    csql__http_response resp = {0};
-    int rc = csql__http_perform(&req, &resp);
-    if (rc != CSQL_OK) {
-        csql__error_prefix("token endpoint");
-        return rc;
-    }
     char what[300];
     char host[256] = "";
     const char *h = strstr(token_uri, "://");
     if (h != NULL) {
         h += 3;
         size_t n = strcspn(h, "/?#");
+        const char *at = memchr(h, '@', n);
+        if (at != NULL) { /* never show user:password@ */
+            n -= (size_t)(at + 1 - h);
+            h = at + 1;
+        }
         if (n >= sizeof(host)) {
             n = sizeof(host) - 1;
         }
@@ -310,6 +309,11 @@ static int post_token_form(const char *token_uri, const char *body, size_t body_
         host[n] = '\0';
     }
     snprintf(what, sizeof(what), "token endpoint %s", host);
+    csql__http_response resp = {0};
+    int rc = csql__http_perform(&req, &resp);
+    if (rc != CSQL_OK) {
+        return csql__token_transport_error(rc, what);
+    }
     rc = csql__token_response_parse(resp.status, resp.body, resp.body_len, what, csql__wall_s(),
                                     out);
     OPENSSL_cleanse(resp.body, resp.body_len);

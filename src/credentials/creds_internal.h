@@ -99,6 +99,14 @@ int csql__token_response_parse(long status, const char *body, size_t len, const 
 int csql__impersonate_response_parse(long status, const char *body, size_t len, const char *what,
                                      csql__token *out);
 
+/*
+ * After csql__http_perform failed with rc on a token request: prefix the
+ * message with `what` and report a transport failure (DNS, connect, I/O, an
+ * oversized answer) as CSQL_ERR_TOKEN, keeping the detail. Timeouts, refused
+ * URLs (CSQL_ERR_BAD_CONFIG) and NOMEM keep their codes. Returns the code.
+ */
+int csql__token_transport_error(int rc, const char *what);
+
 /* RFC 3339 UTC or with offset ("2024-05-01T10:00:00.5Z") to Unix seconds. -1 on bad input. */
 int csql__rfc3339_parse(const char *s, size_t len, int64_t *out);
 

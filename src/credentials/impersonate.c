@@ -169,7 +169,7 @@ static int imp_fetch(void *state, csql__scope_kind kind, int64_t deadline_ms, cs
     };
     rc = csql__http_perform(&req, &resp);
     if (rc != CSQL_OK) {
-        csql__error_prefix("%s", what);
+        rc = csql__token_transport_error(rc, what);
         goto done;
     }
     rc = csql__impersonate_response_parse(resp.status, resp.body, resp.body_len, what, out);

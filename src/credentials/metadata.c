@@ -44,6 +44,8 @@ static int metadata_fetch(void *state, csql__scope_kind kind, int64_t deadline_m
         .deadline_ms = deadline_ms,
         .allow_plain_http = 1, /* the metadata server only speaks http, on a link-local address */
     };
+    char what[HOST_MAX + 32];
+    snprintf(what, sizeof(what), "metadata server %s", ms->host);
     csql__http_response resp = {0};
     int rc = csql__http_perform(&req, &resp);
     if (rc != CSQL_OK) {
@@ -59,11 +61,8 @@ static int metadata_fetch(void *state, csql__scope_kind kind, int64_t deadline_m
                                "metadata server %s could not be reached (%s)",
                                ms->host, why);
         }
-        csql__error_prefix("metadata server %s", ms->host);
-        return rc;
+        return csql__token_transport_error(rc, what);
     }
-    char what[HOST_MAX + 32];
-    snprintf(what, sizeof(what), "metadata server %s", ms->host);
     rc = csql__token_response_parse(resp.status, resp.body, resp.body_len, what, csql__wall_s(),
                                     out);
     OPENSSL_cleanse(resp.body, resp.body_len);

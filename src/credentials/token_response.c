@@ -166,6 +166,18 @@ done:
     return rc;
 }
 
+int csql__token_transport_error(int rc, const char *what)
+{
+    csql__error_prefix("%s", what);
+    if (rc != CSQL_ERR_DNS && rc != CSQL_ERR_CONNECT && rc != CSQL_ERR_IO &&
+        rc != CSQL_ERR_API_RESPONSE) {
+        return rc;
+    }
+    csql_error e = *csql_error_last();
+    e.code = CSQL_ERR_TOKEN;
+    return csql__error_raise_copy(&e);
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date. */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {

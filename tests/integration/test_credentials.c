@@ -762,6 +762,20 @@ static void test_rejected_credentials_never_leak(void **state)
     assert_no_secrets(&s, NULL);
     csql__creds_free(c);
 
+    /* A token endpoint that cannot be reached: CSQL_ERR_TOKEN with the transport detail. */
+    sa = json_load_file(g_sa_path, 0, NULL);
+    json_object_set_new(sa, "token_uri", json_string("http://someone:SECRET-PW@127.0.0.1:1/token"));
+    snprintf(path, sizeof(path), "%s/unreachable.json", g_scratch);
+    assert_int_equal(json_dump_file(sa, path, 0), 0);
+    json_decref(sa);
+    c = new_creds(&cfg);
+    assert_int_equal(token_rc(c, CSQL_TOKEN_ADMIN, soon()), CSQL_ERR_TOKEN);
+    assert_msg_has("token endpoint 127.0.0.1:1");
+    assert_msg_has("could not connect");
+    assert_msg_lacks("SECRET-PW");
+    assert_no_secrets(&s, NULL);
+    csql__creds_free(c);
+
     /* Plain http to a non-loopback token_uri is refused before anything is sent. */
     sa = json_load_file(g_sa_path, 0, NULL);
     json_object_set_new(sa, "token_uri", json_string("http://192.0.2.1/token?x=1"));

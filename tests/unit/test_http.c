@@ -413,6 +413,13 @@ static void test_url_policy(void **state)
     assert_msg_lacks("SECRET");
     assert_msg_lacks("?");
 
+    r = get("http://user:SECRET@example.com/x#frag", 1000);
+    assert_int_equal(csql__http_perform(&r, &resp), CSQL_ERR_BAD_CONFIG);
+    assert_msg_has("http://example.com/x");
+    assert_msg_lacks("SECRET");
+    assert_msg_lacks("user");
+    assert_msg_lacks("frag");
+
     r = get("http://10.1.2.3:8080/x", 1000);
     assert_int_equal(csql__http_perform(&r, &resp), CSQL_ERR_BAD_CONFIG);
     r = get("http://127.0.0.1.example.com/x", 1000);
