@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (README: "scripts/test.sh"):
+#   1. scripts/setup.sh (Debian packages; no-op when present)
+#   2. debug preset: configure + build with -Werror, run every ctest test
+#   3. asan preset (ASan + UBSan): configure + build, run every ctest test
+# Exits non-zero if any build or test fails. Test failures in one preset do not
+# stop the other from running, so one run reports everything.
+# Env: CSQL_TEST_PRESETS (default "debug asan"), CSQL_TEST_JOBS (ctest -j, default 2),
+#      CSQL_CTEST_ARGS (extra ctest arguments, e.g. "-L unit").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Servers and proxies in the tests open many sockets; take whatever we may.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+scripts/setup.sh
+
+presets=${CSQL_TEST_PRESETS:-debug asan}
+jobs=${CSQL_TEST_JOBS:-2}
+failed=()
+summary=()
+for preset in $presets; do
+    start=$(date +%s)
+    echo "=== $preset: configure and build (-Werror) ==="
+    if ! cmake --preset "$preset" -DCSQL_WERROR=ON >/dev/null \
+        || ! cmake --build --preset "$preset"; then
+        echo "test.sh: $preset: build failed" >&2
+        failed+=("$preset:build")
+        summary+=("$preset: BUILD FAILED")
+        continue
+    fi
+    echo "=== $preset: ctest (-j$jobs) ==="
+    # shellcheck disable=SC2086 # CSQL_CTEST_ARGS is a list of words
+    if ctest --preset "$preset" -j"$jobs" --no-tests=error ${CSQL_CTEST_ARGS:-}; then
+        summary+=("$preset: all tests passed ($(($(date +%s) - start)) s)")
+    else
+        failed+=("$preset:tests")
+        summary+=("$preset: TESTS FAILED ($(($(date +%s) - start)) s; see above)")
+    fi
+done
+
+echo "=== summary ==="
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "test.sh: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test.sh: OK"
