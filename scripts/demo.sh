@@ -13,7 +13,11 @@ set -euo pipefail
 CSQL_SCRIPT_NAME=demo
 cd "$CSQL_REPO"
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 
 step "Installing Debian packages (scripts/setup.sh)"
 scripts/setup.sh
