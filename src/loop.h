@@ -1,0 +1,104 @@
+/*
+ * Internal: csql's event loop (docs/internals/local-endpoint.md). One thread
+ * waiting in epoll, woken by an eventfd for work posted from other threads,
+ * plus a small pool of worker threads for the few blocking jobs (csql_dial of
+ * a connection accepted by an endpoint). Everything registered with the loop
+ * is touched only on the loop thread.
+ *
+ * Lifetime: a loop is shared by reference (csql__loop_acquire / _release,
+ * one loop per key, the key being a dialer). The thread that drops the last
+ * reference stops and joins the loop, unless it is the loop thread itself:
+ * then the loop idles (blocked in epoll_wait, no CPU) until a later acquire
+ * reuses it or csql__loop_reap() joins it.
+ */
+#ifndef CSQL_SRC_LOOP_H
+#define CSQL_SRC_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct csql__loop csql__loop;
+
+/* A file descriptor watched by the loop. fn runs on the loop thread with the epoll events. */
+typedef void (*csql__loop_io_fn)(void *arg, uint32_t events);
+
+typedef struct csql__loop_io {
+    int fd;
+    csql__loop_io_fn fn;
+    void *arg;
+    uint32_t events; /* current epoll interest */
+} csql__loop_io;
+
+/* A unit of work run on the loop thread; embedded in its owner, queued at most once. */
+typedef struct csql__loop_task {
+    void (*fn)(void *arg);
+    void *arg;
+    struct csql__loop_task *next;
+    bool queued;
+} csql__loop_task;
+
+/*
+ * Something that lives on the loop and must be closed if the loop is stopped
+ * under it (csql__loop_reap with live members). close runs on the loop thread
+ * and must csql__loop_member_remove() the member.
+ */
+typedef struct csql__loop_member {
+    void (*close)(void *arg);
+    void *arg;
+    struct csql__loop_member *prev, *next;
+} csql__loop_member;
+
+/* A blocking job: work() on a worker thread, then done(status) on the loop thread. */
+typedef struct csql__loop_job {
+    void (*work)(void *arg);
+    /* status 0: work ran; CSQL_ERR_CLOSED: the loop stopped first (work may not have run). */
+    void (*done)(void *arg, int status);
+    void *arg;
+    struct csql__loop_job *next;
+    bool ran;
+} csql__loop_job;
+
+/* ---- lifetime ---- */
+
+/* The loop for `key` (created and started if needed), with one more reference. */
+int csql__loop_acquire(const void *key, csql__loop **out);
+/* One more reference on a loop already held (any thread). */
+void csql__loop_ref(csql__loop *loop);
+/* Drop a reference (see the header comment for who joins). NULL is ignored. */
+void csql__loop_release(csql__loop *loop);
+/*
+ * Stop and join the loop of `key` now if it has no references, or, with
+ * force, whatever it holds: every member is closed on the loop thread first.
+ * For csql_dialer_free (the loop must not outlive the dialer it serves) and
+ * for tests. Must not be called on a loop thread.
+ */
+void csql__loop_reap(const void *key, bool force);
+/* Number of loops alive (started and not yet joined), for tests. */
+int csql__loop_count(void);
+
+/* ---- any thread ---- */
+
+/* 1 when called on this loop's thread. */
+bool csql__loop_in_thread(const csql__loop *loop);
+/* Run fn(arg) on the loop thread and wait for it (inline when already there). CSQL_ERR_CLOSED if stopping. */
+int csql__loop_call(csql__loop *loop, void (*fn)(void *), void *arg);
+/* Queue a blocking job. CSQL_ERR_CLOSED if the loop is stopping. */
+int csql__loop_submit(csql__loop *loop, csql__loop_job *job);
+
+/* ---- loop thread only ---- */
+
+/* Watch io->fd for `events` (EPOLLIN, EPOLLOUT, EPOLLET...). */
+int csql__loop_io_add(csql__loop *loop, csql__loop_io *io, uint32_t events);
+/* Change the interest; no system call when unchanged. */
+int csql__loop_io_set(csql__loop *loop, csql__loop_io *io, uint32_t events);
+/* Stop watching (before closing the fd). Events already fetched for io are dropped. */
+void csql__loop_io_del(csql__loop *loop, csql__loop_io *io);
+/*
+ * Run task after the current batch of events, before waiting again (used to
+ * free objects safely and to resume work cut short for fairness).
+ */
+void csql__loop_later(csql__loop *loop, csql__loop_task *task);
+void csql__loop_member_add(csql__loop *loop, csql__loop_member *m);
+void csql__loop_member_remove(csql__loop *loop, csql__loop_member *m);
+
+#endif
