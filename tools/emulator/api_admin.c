@@ -227,9 +227,9 @@ static void instance_action(const emu_request *rq, emu_response *rs)
         if (!body)
             return;
         json_t *refuse = json_object_get(body, "refuse");
-        bool value = json_is_true(refuse);
+        bool value = json_is_true(refuse), valid = json_is_boolean(refuse);
         json_decref(body);
-        if (!json_is_boolean(refuse))
+        if (!valid)
             emu_respond_error(rs, 400, NULL, "refuse must be true or false");
         else if (emu_proxy_set_refuse(inst, value, err, sizeof err) != 0)
             emu_respond_error(rs, 500, NULL, "refuse-tcp %s: %s", name, err);
