@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "csql/version.h"
 #include "error.h"
@@ -189,9 +190,15 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
         if (cap > t->max + 1) {
             cap = t->max + 1;
         }
-        char *p = realloc(t->data, cap);
+        /* Not realloc: the old buffer may hold a token and must be wiped, not just freed. */
+        char *p = malloc(cap);
         if (p == NULL) {
             return 0;
+        }
+        if (t->data != NULL) {
+            memcpy(p, t->data, t->len);
+            OPENSSL_cleanse(t->data, t->len);
+            free(t->data);
         }
         t->data = p;
         t->cap = cap;
@@ -317,8 +324,8 @@ static int setup(transfer *t)
     SET(CURLOPT_HTTPHEADER, t->headers);
     SET(CURLOPT_USERAGENT, "csql/" CSQL_VERSION_STRING);
     SET(CURLOPT_ACCEPT_ENCODING, ""); /* the bound applies to decoded bytes */
-    if (host_is_loopback(t->host)) {
-        /* A proxy's loopback is not ours; every other host keeps the proxy from env. */
+    if (req->no_proxy || host_is_loopback(t->host)) {
+        /* A proxy's loopback (or metadata server) is not ours; other hosts keep env proxies. */
         SET(CURLOPT_NOPROXY, "*");
     }
     const char *method = req->method ? req->method : "GET";
@@ -395,7 +402,14 @@ static void transfer_cleanup(transfer *t)
     if (t->easy != NULL) {
         curl_easy_cleanup(t->easy);
     }
+    /* Header copies may hold a bearer token, a failed body part of one. */
+    for (struct curl_slist *h = t->headers; h != NULL; h = h->next) {
+        OPENSSL_cleanse(h->data, strlen(h->data));
+    }
     curl_slist_free_all(t->headers);
+    if (t->data != NULL) {
+        OPENSSL_cleanse(t->data, t->len);
+    }
     free(t->data);
     memset(t, 0, sizeof(*t));
 }

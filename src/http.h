@@ -19,6 +19,7 @@ typedef struct csql__http_request {
     size_t max_response;         /* 0: CSQL__HTTP_MAX_RESPONSE */
     int64_t deadline_ms;         /* monotonic (csql__mono_ms) */
     int allow_plain_http;        /* 1: http:// to any host (GCE metadata); else loopback only */
+    int no_proxy;                /* 1: never via a proxy from the environment (metadata server) */
 } csql__http_request;
 
 typedef struct csql__http_response {

@@ -43,6 +43,7 @@ static int metadata_fetch(void *state, csql__scope_kind kind, int64_t deadline_m
         .max_response = CSQL__TOKEN_RESPONSE_MAX,
         .deadline_ms = deadline_ms,
         .allow_plain_http = 1, /* the metadata server only speaks http, on a link-local address */
+        .no_proxy = 1,         /* and is only reachable from this machine, never via a proxy */
     };
     char what[HOST_MAX + 32];
     snprintf(what, sizeof(what), "metadata server %s", ms->host);

@@ -114,7 +114,12 @@ static void handle(int fd)
     if (sscanf(req, "%15s %1023s", method, path) != 2) {
         return;
     }
-    if (strncmp(path, "/status/", 8) == 0) {
+    if (strncmp(path, "http://", 7) == 0) {
+        /* Asked as a forward proxy (absolute URI in the request line). */
+        char body[1100];
+        int bl = snprintf(body, sizeof(body), "proxied %s", path);
+        respond(fd, 200, NULL, body, (size_t)bl);
+    } else if (strncmp(path, "/status/", 8) == 0) {
         int st = atoi(path + 8);
         char body[64];
         int bl = snprintf(body, sizeof(body), "status %d", st);
@@ -561,6 +566,38 @@ static void test_perform_many_timeouts(void **state)
     csql__http_response_dispose(&resps[1]);
 }
 
+static void test_env_proxy(void **state)
+{
+    (void)state;
+    char proxy[64];
+    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", g_srv.port);
+    setenv("http_proxy", proxy, 1);
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    csql__http_response resp;
+
+    /* Other hosts go through the proxy from the environment... */
+    csql__http_request r = get("http://192.0.2.1/x?y=1", 3000);
+    r.allow_plain_http = 1;
+    assert_int_equal(csql__http_perform(&r, &resp), CSQL_OK);
+    assert_string_equal(resp.body, "proxied http://192.0.2.1/x?y=1");
+    csql__http_response_dispose(&resp);
+
+    /* ...but never loopback, nor a request marked no_proxy (the metadata server). */
+    r = get(url("/status/200"), 3000);
+    assert_int_equal(csql__http_perform(&r, &resp), CSQL_OK);
+    assert_string_equal(resp.body, "status 200");
+    csql__http_response_dispose(&resp);
+
+    r = get("http://192.0.2.1/x", 300);
+    r.allow_plain_http = 1;
+    r.no_proxy = 1;
+    int rc = csql__http_perform(&r, &resp);
+    assert_int_not_equal(rc, CSQL_OK); /* went direct to an unroutable address */
+    csql__http_response_dispose(&resp);
+    unsetenv("http_proxy");
+}
+
 static void test_escape(void **state)
 {
     (void)state;
@@ -616,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_perform_many_concurrent),
         cmocka_unit_test(test_perform_many_mixed),
         cmocka_unit_test(test_perform_many_timeouts),
+        cmocka_unit_test(test_env_proxy),
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_threads),
     };
