@@ -29,7 +29,8 @@ typedef struct csql__connect_info {
  * region equals name->region (CSQL_ERR_REGION_MISMATCH: "provided region was
  * mismatched - got X, want Y"), backendType SECOND_GEN and databaseVersion
  * POSTGRES_/MYSQL_/SQLSERVER_ (CSQL_ERR_UNSUPPORTED_INSTANCE), serverCaCert.cert
- * present with at least one PEM certificate (CSQL_ERR_API_RESPONSE). Unknown
+ * present with at least one PEM certificate (CSQL_ERR_API_RESPONSE), and at
+ * least one of PRIMARY, PRIVATE or a PSC name (CSQL_ERR_NO_IP_TYPE). Unknown
  * fields are ignored. Errors name the instance.
  */
 int csql__connect_info_parse(const char *json, size_t len, const csql__instance_name *name,
