@@ -6,7 +6,6 @@
  */
 #include "refresh.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +43,7 @@ typedef struct refresh_run {
     const csql__instance_name *name;
     bool iam;
     int64_t deadline_ms;
+    const atomic_bool *cancel;
     int64_t started_ms;
     csql__token admin;
     csql__token login;
@@ -67,17 +67,19 @@ static double random01(void)
     return r / 4294967296.0;
 }
 
-static void sleep_ms(int64_t ms)
+static bool cancelled(const atomic_bool *cancel)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)(ms / 1000);
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+    return cancel != NULL && atomic_load(cancel);
+}
+
+/* Sleep ms on the monotonic clock, in slices so that a cancel is noticed within 20 ms. */
+static void sleep_ms(int64_t ms, const atomic_bool *cancel)
+{
+    int64_t end = csql__mono_ms() + ms;
+    for (int64_t left = ms; left > 0 && !cancelled(cancel); left = end - csql__mono_ms()) {
+        int64_t slice = cancel != NULL && left > 20 ? 20 : left;
+        struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
     }
 }
 
@@ -393,6 +395,10 @@ static int timeout_error(const refresh_run *r, int which, const char *why)
 static int run_calls(refresh_run *r)
 {
     for (int round = 0; round <= MAX_RETRIES; round++) {
+        if (cancelled(r->cancel)) {
+            return csql__error(CSQL_ERR_CLOSED, "refresh of %s cancelled: the dialer is closing",
+                               r->name->full);
+        }
         run_round(r);
         bool all_done = true;
         for (int i = 0; i < CALL_COUNT; i++) {
@@ -416,7 +422,7 @@ static int run_calls(refresh_run *r)
         describe_failure(&r->calls[which], last, sizeof(last));
         csql__log(r->ctx->log, CSQL_LOG_DEBUG, "refresh %s: retrying %s in %lld ms after: %s",
                   r->name->full, call_names[which], (long long)wait, last);
-        sleep_ms(wait);
+        sleep_ms(wait, r->cancel);
     }
     return csql__error(CSQL_ERR_INTERNAL, "refresh of %s: retry loop ended early", r->name->full);
 }
@@ -533,12 +539,20 @@ static void run_dispose(refresh_run *r)
 int csql__refresh_once(const csql__refresh_ctx *ctx, const csql__instance_name *name, bool iam,
                        int64_t deadline_ms, csql__certset **out)
 {
+    return csql__refresh_once_cancellable(ctx, name, iam, deadline_ms, NULL, out);
+}
+
+int csql__refresh_once_cancellable(const csql__refresh_ctx *ctx, const csql__instance_name *name,
+                                   bool iam, int64_t deadline_ms, const atomic_bool *cancel,
+                                   csql__certset **out)
+{
     if (ctx == NULL || ctx->cfg == NULL || ctx->creds == NULL || ctx->keys == NULL ||
         name == NULL || out == NULL) {
         return csql__error(CSQL_ERR_INVALID_ARGUMENT, "refresh: NULL argument");
     }
     *out = NULL;
-    refresh_run r = {.ctx = ctx, .name = name, .iam = iam, .deadline_ms = deadline_ms};
+    refresh_run r = {
+        .ctx = ctx, .name = name, .iam = iam, .deadline_ms = deadline_ms, .cancel = cancel};
     r.started_ms = csql__mono_ms();
     EVP_PKEY *pkey = NULL;
     const char *pub_pem = NULL;

@@ -34,6 +34,16 @@ typedef struct csql__refresh_ctx {
 int csql__refresh_once(const csql__refresh_ctx *ctx, const csql__instance_name *name, bool iam,
                        int64_t deadline_ms, csql__certset **out);
 
+/*
+ * As csql__refresh_once, but gives up with CSQL_ERR_CLOSED once *cancel (may
+ * be NULL) is true: checked before each round of Admin API calls and every
+ * 20 ms of a retry wait (a call already in flight runs to its answer or the
+ * deadline).
+ */
+int csql__refresh_once_cancellable(const csql__refresh_ctx *ctx, const csql__instance_name *name,
+                                   bool iam, int64_t deadline_ms, const atomic_bool *cancel,
+                                   csql__certset **out);
+
 /* Backoff before retry `attempt` (0-based): 200ms * 1.618^(attempt+1+rand[0,1)), in ms. */
 int64_t csql__backoff_ms(int attempt, double rand01);
 

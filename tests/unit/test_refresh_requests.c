@@ -56,6 +56,7 @@ static struct {
     EVP_PKEY *ca_key;
     X509 *ca;
     char *ca_pem;
+    atomic_int force_status; /* non-zero: answer this with Retry-After: 30 */
 } g_srv = {.fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static csql__keypair *g_keys;
@@ -131,8 +132,8 @@ static void respond(int fd, int status, const char *body)
     char head[256];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, strlen(body));
+                     "%sConnection: close\r\n\r\n",
+                     status, strlen(body), status == 200 ? "" : "Retry-After: 30\r\n");
     if (write(fd, head, (size_t)n) != n || write(fd, body, strlen(body)) < 0) {
         return;
     }
@@ -184,6 +185,12 @@ static void serve_one(int fd)
 
     char *reply = NULL;
     size_t plen = strlen(rq.path);
+    int forced = atomic_load(&g_srv.force_status);
+    if (forced != 0) {
+        respond(fd, forced, "{\"error\":{\"code\":503,\"message\":\"busy\"}}");
+        close(fd);
+        return;
+    }
     if (plen > 16 && strcmp(rq.path + plen - 16, "/connectSettings") == 0) {
         reply = connect_settings_json();
     } else if (plen > 22 && strcmp(rq.path + plen - 22, ":generateEphemeralCert") == 0) {
@@ -441,6 +448,56 @@ static void test_connect_refused_is_retried_until_deadline(void **state)
     env_dispose(&e);
 }
 
+typedef struct canceller {
+    atomic_bool *flag;
+    int after_ms;
+} canceller;
+
+static void *cancel_main(void *arg)
+{
+    canceller *c = arg;
+    struct timespec ts = {0, (long)c->after_ms * 1000000L};
+    nanosleep(&ts, NULL);
+    atomic_store(c->flag, true);
+    return NULL;
+}
+
+static void test_cancel_interrupts_retry_wait(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e, NULL, false);
+    csql__instance_name name;
+    assert_int_equal(csql__instance_name_parse("p:us-central1:i", &name), 0);
+    atomic_store(&g_srv.force_status, 503);
+    atomic_bool flag;
+    atomic_init(&flag, false);
+    canceller c = {&flag, 300};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_main, &c), 0);
+    csql__certset *cs = NULL;
+    int64_t t0 = csql__mono_ms();
+    /* Retry-After: 30 fits in the 60 s deadline, so without cancel this would wait 30 s. */
+    int rc = csql__refresh_once_cancellable(&e.ctx, &name, false, t0 + 60000, &flag, &cs);
+    int64_t took = csql__mono_ms() - t0;
+    pthread_join(t, NULL);
+    atomic_store(&g_srv.force_status, 0);
+    assert_int_equal(rc, CSQL_ERR_CLOSED);
+    assert_null(cs);
+    assert_non_null(strstr(csql_error_last()->message, "p:us-central1:i"));
+    assert_true(took >= 300 && took < 1000);
+
+    /* Already cancelled: no request at all. */
+    pthread_mutex_lock(&g_srv.mu);
+    g_srv.n = 0;
+    pthread_mutex_unlock(&g_srv.mu);
+    assert_int_equal(csql__refresh_once_cancellable(&e.ctx, &name, false, csql__mono_ms() + 5000,
+                                                    &flag, &cs),
+                     CSQL_ERR_CLOSED);
+    assert_int_equal(g_srv.n, 0);
+    env_dispose(&e);
+}
+
 static void test_expired_deadline_and_bad_arguments(void **state)
 {
     (void)state;
@@ -464,6 +521,7 @@ int main(void)
         cmocka_unit_test_setup(test_requests_without_iam, test_setup),
         cmocka_unit_test_setup(test_requests_with_iam, test_setup),
         cmocka_unit_test_setup(test_connect_refused_is_retried_until_deadline, test_setup),
+        cmocka_unit_test_setup(test_cancel_interrupts_retry_wait, test_setup),
         cmocka_unit_test_setup(test_expired_deadline_and_bad_arguments, test_setup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
