@@ -411,7 +411,7 @@ static void test_calls_run_concurrently(void **state)
     int64_t took = 0;
     assert_int_equal(refresh(&g_env, PG, false, 10000, &cs, &took), 0);
     csql__certset_unref(cs);
-    if (took < 400 || took >= 750) {
+    if (took < 400 || took >= 780) {
         fail_msg("refresh with 400 ms latency on both calls took %lld ms (want ~400, not 800)",
                  (long long)took);
     }
@@ -550,7 +550,7 @@ static void test_latency_beyond_deadline(void **state)
     int64_t took = 0;
     assert_int_equal(refresh(&g_env, PG, false, 1000, &cs, &took), CSQL_ERR_TIMEOUT);
     assert_msg_contains(PG);
-    if (took < 950 || took > 1300) {
+    if (took < 950 || took > 1500) {
         fail_msg("deadline of 1000 ms, refresh returned after %lld ms", (long long)took);
     }
 }
