@@ -628,7 +628,8 @@ static void test_generate_bad_requests(void **state)
     expect_google_error(&r, 400, "INVALID_ARGUMENT");
     resp_free(&r);
     r = generate(PG_PATH, STATIC_TOKEN,
-                 "{\"public_key\":\"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\\n\"}");
+                 "{\"public_key\":\"-----BEGIN PUBLIC KEY-----\\nAAAA\\n"
+                 "-----END PUBLIC KEY-----\\n\"}");
     expect_google_error(&r, 400, "INVALID_ARGUMENT");
     resp_free(&r);
 
@@ -1508,8 +1509,10 @@ static void test_verbose_log_has_no_secrets(void **state)
     size_t n = fread(text, 1, sizeof text - 1, lf);
     text[n] = '\0';
     fclose(lf);
-    assert_non_null(strstr(text, "GET /sql/v1beta4/projects/v/instances/db/connectSettings -> 200"));
-    assert_non_null(strstr(text, "POST /sql/v1beta4/projects/v/instances/db:generateEphemeralCert"));
+    assert_non_null(strstr(text, "GET /sql/v1beta4/projects/v/instances/db/connectSettings -> "
+                                 "200"));
+    assert_non_null(strstr(text, "POST /sql/v1beta4/projects/v/instances/db:"
+                                 "generateEphemeralCert -> 200"));
     assert_null(strstr(text, "secret-static-token"));
     assert_null(strstr(text, "BEGIN"));
     csqlt_rmdir(dir);

@@ -33,7 +33,8 @@ static void test_fault_json(void **state)
 {
     (void)state;
     emu_fault f;
-    assert_int_equal(from_json_text("{\"endpoint\":\"generateEphemeralCert\",\"instance\":\"p:r:i\","
+    assert_int_equal(from_json_text("{\"endpoint\":\"generateEphemeralCert\","
+                                    "\"instance\":\"p:r:i\","
                                     "\"status\":429,\"message\":\"slow down\",\"reason\":\"X\","
                                     "\"retry_after\":2,\"latency_ms\":300,\"malformed\":true,"
                                     "\"count\":3}",
@@ -278,7 +279,7 @@ static void test_other_paths(void **state)
                                                    email, 8),
                      -1);
     assert_true(emu_metadata_is_path("/computeMetadata/v1"));
-    assert_true(emu_metadata_is_path("/computeMetadata/v1/instance/service-accounts/default/token"));
+    assert_true(emu_metadata_is_path("/computeMetadata/v1/instance/service-accounts/x/token"));
     assert_true(emu_metadata_is_path("/"));
     assert_false(emu_metadata_is_path("/computeMetadata/v10"));
     assert_false(emu_metadata_is_path("/token"));

@@ -1,4 +1,4 @@
-/* csql-emulator's command line, config file and instance specs (tools/emulator/options.c, instance.c). */
+/* csql-emulator's command line, config file and instance specs (options.c, instance.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -364,7 +364,8 @@ static void test_config_errors(void **state)
         {"{\"instances\":\"p:r:i\"}", "instances must be a list"},
         {"{\"instances\":[42]}", "string or an object"},
         {"{\"instances\":[{\"version\":\"POSTGRES_15\"}]}", "connection_name"},
-        {"{\"instances\":[{\"connection_name\":\"p:r:i\",\"public_ip\":\"8.8.8.8\"}]}", "'8.8.8.8'"},
+        {"{\"instances\":[{\"connection_name\":\"p:r:i\",\"public_ip\":\"8.8.8.8\"}]}",
+         "'8.8.8.8'"},
         {"{\"instances\":[{\"connection_name\":\"p:r:i\",\"public_ip\":2}]}", "must be a string"},
         {"{\"static_tokens\":[1]}", "static_tokens must hold strings"},
         {"{\"faults\":[{\"endpoint\":\"token\"}]}", "no effect"},

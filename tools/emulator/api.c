@@ -229,15 +229,15 @@ static void sleep_ms(const emu_api *api, long ms)
 static void respond_fault(const emu_fault *f, emu_endpoint ep, emu_response *rs)
 {
     const char *msg = f->message[0] ? f->message : "Injected fault (csql-emulator).";
-    if (ep == EMU_EP_TOKEN)
+    if (ep == EMU_EP_TOKEN) {
         emu_respond_oauth_error(rs, f->status, f->reason[0] ? f->reason : "server_error", "%s",
                                 msg);
-    else if (ep == EMU_EP_METADATA) {
+    } else if (ep == EMU_EP_METADATA) {
         emu_respond_text(rs, f->status, msg);
         rs->metadata_flavor = true;
-    }
-    else
+    } else {
         emu_respond_error(rs, f->status, f->reason, "%s", msg);
+    }
     rs->retry_after = f->retry_after;
 }
 

@@ -86,7 +86,7 @@ json_t *emu_request_json(const emu_request *rq, emu_response *rs);
 
 /* Answer body (stolen; NULL answers 500). */
 void emu_respond_json(emu_response *rs, int status, json_t *body);
-/* Google error JSON {"error":{"code","message","status","errors":[...]}}; reason NULL derives it. */
+/* Google error JSON {"error":{"code","message","status","errors":[...]}}; NULL reason: derived. */
 void emu_respond_error(emu_response *rs, int status, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* OAuth error JSON {"error": error, "error_description": ...}. */
@@ -104,7 +104,8 @@ int emu_authorize(const emu_request *rq, emu_response *rs, const char *scope_a,
 /* ---------------- SQL Admin API (api_sqladmin.c) ---------------- */
 
 typedef struct emu_sqladmin_path {
-    emu_endpoint endpoint; /* connectSettings, generateEphemeralCert, getInstance, createEphemeral */
+    /* connectSettings, generateEphemeralCert, getInstance or createEphemeral */
+    emu_endpoint endpoint;
     char project[256];
     char instance[128];
 } emu_sqladmin_path;

@@ -110,8 +110,8 @@ static void cert_lifetime(const emu_request *rq, emu_response *rs)
         }
         atomic_store(&emu_g.cert_lifetime_s, (long)v);
     }
-    emu_respond_json(rs, 200,
-                     json_pack("{s:I}", "seconds", (json_int_t)atomic_load(&emu_g.cert_lifetime_s)));
+    json_int_t now = (json_int_t)atomic_load(&emu_g.cert_lifetime_s);
+    emu_respond_json(rs, 200, json_pack("{s:I}", "seconds", now));
 }
 
 /* POST /emulator/tokens {"principal","scopes":[...],"lifetime":N}: a token for tests. */

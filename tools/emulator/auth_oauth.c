@@ -165,9 +165,15 @@ static void jwt_grant(const emu_request *rq, emu_response *rs)
         switch (emu_jwt_verify(assertion, strlen(assertion), rq->api->cfg.credentials,
                                rq->api->token_uri, time(NULL), scopes, sizeof scopes, err,
                                sizeof err)) {
-        case EMU_JWT_OK: respond_token(rq, rs, EMU_SA_EMAIL, scopes, true); break;
-        case EMU_JWT_INVALID_SCOPE: emu_respond_oauth_error(rs, 400, "invalid_scope", "%s", err); break;
-        default: emu_respond_oauth_error(rs, 400, "invalid_grant", "%s", err); break;
+        case EMU_JWT_OK:
+            respond_token(rq, rs, EMU_SA_EMAIL, scopes, true);
+            break;
+        case EMU_JWT_INVALID_SCOPE:
+            emu_respond_oauth_error(rs, 400, "invalid_scope", "%s", err);
+            break;
+        default:
+            emu_respond_oauth_error(rs, 400, "invalid_grant", "%s", err);
+            break;
         }
     }
     OPENSSL_cleanse(assertion, EMU_JWT_MAX + 1);
@@ -378,8 +384,9 @@ void emu_iamcredentials_generate(const emu_request *rq, const char *email, emu_r
             goto out;
         }
     }
-    long lifetime = 3600;
-    if (life && (!json_is_string(life) || (lifetime = parse_duration(json_string_value(life))) < 0)) {
+    long lifetime = life ? parse_duration(json_is_string(life) ? json_string_value(life) : "")
+                         : 3600;
+    if (lifetime < 0) {
         emu_respond_error(rs, 400, NULL,
                           "Request contains an invalid argument: lifetime must be \"Ns\" with N "
                           "in [1, %ld].", IMPERSONATION_LIFETIME_MAX);
