@@ -16,7 +16,9 @@ typedef void (*csql__conn_release_fn)(void *userdata);
  * Wrap an established fd + SSL (ownership passes to the conn, also on
  * failure). on_tls_error (may be NULL) lets the dialer drop the cache entry;
  * the conn holds `userdata` until close, then calls release(userdata) (may be
- * NULL). Copies instance. One reader thread and one writer thread may use the
+ * NULL). On failure, too, fd and SSL are freed and release(userdata) is
+ * called, so the caller has nothing left to clean up. Copies instance. The
+ * fd is made non-blocking. One reader thread and one writer thread may use the
  * conn at once: the SSL is used under a lock and waits (poll) happen outside it.
  */
 int csql__conn_new(int fd, SSL *ssl, const char *instance, csql__conn_tls_error_fn on_tls_error,

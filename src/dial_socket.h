@@ -24,7 +24,8 @@ typedef struct csql__dial_params {
 } csql__dial_params;
 
 /*
- * Connect and handshake. On success *fd and *ssl are set (blocking socket).
+ * Connect and handshake. On success *fd and *ssl are set; the socket is
+ * non-blocking (csql__conn_new expects that; it polls).
  * Errors: CSQL_ERR_DNS, CSQL_ERR_CONNECT (the caller forces a refresh),
  * CSQL_ERR_TLS_HANDSHAKE / CSQL_ERR_TLS_VERIFY (the caller drops the cache
  * entry), CSQL_ERR_MDX, CSQL_ERR_TIMEOUT.

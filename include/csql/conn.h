@@ -19,18 +19,26 @@ typedef struct csql_conn csql_conn;
 struct ssl_st; /* OpenSSL's SSL */
 
 /*
- * Read up to len bytes. Blocks until at least one byte is available.
+ * Read up to len bytes (len > 0). Blocks until at least one byte is available.
  * Returns the number of bytes read (> 0), 0 at end of stream (the server shut
- * down its side: TLS close_notify or TCP FIN), or a negative csql_err
- * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, CSQL_ERR_CLOSED) with details in csql_error_last().
+ * down its side: TLS close_notify or TCP FIN), or a negative csql_err with
+ * details in csql_error_last():
+ *   CSQL_ERR_TLS_IO  a TLS-level failure (bad record, alert from the server,
+ *                    e.g. the server refused the client certificate);
+ *   CSQL_ERR_IO      the socket failed (connection reset);
+ *   CSQL_ERR_INVALID_ARGUMENT  c or buf is NULL, or len is 0.
+ * End of stream is not an error: reading again returns 0 again, and writing
+ * still works (the server may keep reading after its own half-close). An
+ * error is final: later reads and writes return the same code.
  */
 CSQL_EXTERN ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len);
 
 /*
  * Write up to len bytes. Blocks until at least one byte is written; may write
  * fewer than len (a partial write): the caller writes the rest. Returns the
- * number of bytes written (> 0) or a negative csql_err. After a failure the
- * bytes not reported as written were not delivered.
+ * number of bytes written (> 0; 0 only when len is 0) or a negative csql_err
+ * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, or CSQL_ERR_CLOSED after csql_conn_shutdown).
+ * After a failure the bytes not reported as written were not delivered.
  */
 CSQL_EXTERN ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len);
 
@@ -39,11 +47,17 @@ CSQL_EXTERN int csql_conn_write_all(csql_conn *c, const void *buf, size_t len);
 
 /*
  * Half-close: tell the server no more data will be written (TLS close_notify,
- * then TCP shutdown of the write side). Reading continues to work.
+ * then TCP shutdown of the write side). Reading continues to work; later
+ * writes fail with CSQL_ERR_CLOSED. Calling it again does nothing. Call it from
+ * the writer thread (it is a write).
  */
 CSQL_EXTERN int csql_conn_shutdown(csql_conn *c);
 
-/* Close the connection and free it. NULL is ignored. */
+/*
+ * Close the connection and free it: a best-effort close_notify (never waits),
+ * then the socket is closed. No other thread may be using the connection.
+ * NULL is ignored.
+ */
 CSQL_EXTERN void csql_conn_close(csql_conn *c);
 
 /*

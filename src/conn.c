@@ -1,0 +1,390 @@
+/*
+ * csql_conn: a TLS connection shared by one reader and one writer thread.
+ * The socket is non-blocking; every SSL_* call runs under one mutex, and the
+ * waits OpenSSL asks for (poll on WANT_READ / WANT_WRITE) happen outside it,
+ * so a blocked reader never stalls the writer. TLS 1.3 post-handshake
+ * messages (tickets, key updates) may make a read want to write and a write
+ * want to read; both are handled.
+ */
+#include "conn_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "error.h"
+#include "tls.h"
+#include "util/nosigpipe.h"
+
+/*
+ * A wait for the "other" direction (a read that must write, a write that must
+ * read) is short and retried: the other thread may consume the event we wait for.
+ */
+#define CROSS_WAIT_MS 50
+
+struct csql_conn {
+    int fd;
+    SSL *ssl;
+    char *instance;
+    pthread_mutex_t lock_storage;
+    pthread_mutex_t *lock;      /* = &lock_storage; usable through a const conn */
+    bool write_shut;            /* csql_conn_shutdown done (under lock) */
+    int failed;                 /* first fatal error code, 0 if none (under lock) */
+    atomic_bool tls_error_reported;
+    csql__conn_tls_error_fn on_tls_error;
+    csql__conn_release_fn release;
+    void *userdata;
+};
+
+int csql__conn_new(int fd, SSL *ssl, const char *instance, csql__conn_tls_error_fn on_tls_error,
+                   csql__conn_release_fn release, void *userdata, csql_conn **out)
+{
+    int rc = CSQL_OK;
+    csql_conn *c = NULL;
+    if (fd < 0 || ssl == NULL || out == NULL) {
+        rc = csql__error(CSQL_ERR_INVALID_ARGUMENT, "connection: fd, SSL and out are required");
+        goto fail;
+    }
+    *out = NULL;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        rc = csql__error(CSQL_ERR_IO, "connection to instance %s: could not make the socket "
+                                      "non-blocking: %s",
+                         instance ? instance : "?", strerror(errno));
+        goto fail;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->instance = strdup(instance ? instance : "")) == NULL) {
+        rc = csql__error(CSQL_ERR_NOMEM, "out of memory creating a connection");
+        goto fail;
+    }
+    if (pthread_mutex_init(&c->lock_storage, NULL) != 0) {
+        rc = csql__error(CSQL_ERR_INTERNAL, "could not create a connection lock");
+        goto fail;
+    }
+    c->lock = &c->lock_storage;
+    c->fd = fd;
+    c->ssl = ssl;
+    c->on_tls_error = on_tls_error;
+    c->release = release;
+    c->userdata = userdata;
+    atomic_init(&c->tls_error_reported, false);
+    /* Partial writes let a writer return after one record; the buffer may move between retries. */
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    *out = c;
+    return CSQL_OK;
+fail:
+    if (c != NULL) {
+        free(c->instance);
+        free(c);
+    }
+    SSL_free(ssl);
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (release != NULL) {
+        release(userdata);
+    }
+    return rc;
+}
+
+/* Wait for events on the socket; timeout_ms < 0 waits for ever. 0, or -1 with errno. */
+static int wait_fd(int fd, short events, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    int r = poll(&pfd, 1, timeout_ms);
+    if (r < 0 && errno != EINTR) {
+        return -1;
+    }
+    return 0;
+}
+
+static void report_tls_error(csql_conn *c)
+{
+    bool expected = false;
+    if (c->on_tls_error != NULL &&
+        atomic_compare_exchange_strong(&c->tls_error_reported, &expected, true)) {
+        c->on_tls_error(c->userdata);
+    }
+}
+
+/*
+ * Turn a failed SSL call into a csql error, under the lock. TLS-level
+ * failures (CSQL_ERR_TLS_IO) are fatal for the conn and reported once;
+ * socket failures are CSQL_ERR_IO and fatal too (OpenSSL forbids further I/O).
+ */
+static int io_failure(csql_conn *c, int ssl_err, int sys_errno, const char *dir, bool *tls_error)
+{
+    int rc;
+    char what[600];
+    snprintf(what, sizeof(what), "%s instance %s", dir, c->instance);
+    *tls_error = false;
+    if (ssl_err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        rc = csql__error(CSQL_ERR_IO, "%s failed: %s", what,
+                         sys_errno ? strerror(sys_errno) : "connection closed unexpectedly");
+    } else {
+        rc = csql__tls_raise(c->ssl, CSQL_ERR_TLS_IO, what);
+        *tls_error = true;
+    }
+    c->failed = rc;
+    return rc;
+}
+
+static int failed_earlier(const csql_conn *c, const char *dir)
+{
+    return csql__error(c->failed, "%s instance %s: the connection failed earlier (%s)", dir,
+                       c->instance, csql_strerror(c->failed));
+}
+
+ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
+{
+    if (c == NULL || buf == NULL || len == 0) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_conn_read: a connection and a non-empty buffer are required");
+    }
+    if (len > INT_MAX) {
+        len = INT_MAX;
+    }
+    /* Each round either returns or waits on the socket: no busy loop. */
+    for (;;) {
+        pthread_mutex_lock(c->lock);
+        if (c->failed) {
+            int rc = failed_earlier(c, "read from");
+            pthread_mutex_unlock(c->lock);
+            return rc;
+        }
+        csql__sigpipe_guard guard;
+        csql__sigpipe_block(&guard);
+        errno = 0;
+        size_t n = 0;
+        int r = SSL_read_ex(c->ssl, buf, len, &n);
+        int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        int sys_errno = errno;
+        csql__sigpipe_restore(&guard);
+        if (r == 1) {
+            pthread_mutex_unlock(c->lock);
+            return (ssize_t)n;
+        }
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            /* close_notify, or a clean TCP EOF (SSL_OP_IGNORE_UNEXPECTED_EOF). */
+            ERR_clear_error();
+            pthread_mutex_unlock(c->lock);
+            return 0;
+        }
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+            bool tls_error;
+            int rc = io_failure(c, err, sys_errno, "read from", &tls_error);
+            pthread_mutex_unlock(c->lock);
+            if (tls_error) {
+                report_tls_error(c);
+            }
+            return rc;
+        }
+        pthread_mutex_unlock(c->lock);
+        int w = err == SSL_ERROR_WANT_READ ? wait_fd(c->fd, POLLIN, -1)
+                                           : wait_fd(c->fd, POLLOUT, CROSS_WAIT_MS);
+        if (w < 0) {
+            return csql__error(CSQL_ERR_IO, "read from instance %s: poll failed: %s",
+                               c->instance, strerror(errno));
+        }
+    }
+}
+
+ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
+{
+    if (c == NULL || (buf == NULL && len > 0)) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_conn_write: a connection and a buffer are required");
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (len > INT_MAX) {
+        len = INT_MAX;
+    }
+    for (;;) {
+        pthread_mutex_lock(c->lock);
+        if (c->failed) {
+            int rc = failed_earlier(c, "write to");
+            pthread_mutex_unlock(c->lock);
+            return rc;
+        }
+        if (c->write_shut) {
+            pthread_mutex_unlock(c->lock);
+            return csql__error(CSQL_ERR_CLOSED, "write to instance %s: the connection was shut "
+                                                "down for writing",
+                               c->instance);
+        }
+        csql__sigpipe_guard guard;
+        csql__sigpipe_block(&guard);
+        errno = 0;
+        size_t n = 0;
+        int r = SSL_write_ex(c->ssl, buf, len, &n);
+        int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        int sys_errno = errno;
+        csql__sigpipe_restore(&guard);
+        if (r == 1) {
+            pthread_mutex_unlock(c->lock);
+            return (ssize_t)n;
+        }
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+            bool tls_error;
+            int rc = io_failure(c, err, sys_errno, "write to", &tls_error);
+            pthread_mutex_unlock(c->lock);
+            if (tls_error) {
+                report_tls_error(c);
+            }
+            return rc;
+        }
+        pthread_mutex_unlock(c->lock);
+        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
+                                            : wait_fd(c->fd, POLLIN, CROSS_WAIT_MS);
+        if (w < 0) {
+            return csql__error(CSQL_ERR_IO, "write to instance %s: poll failed: %s", c->instance,
+                               strerror(errno));
+        }
+    }
+}
+
+int csql_conn_write_all(csql_conn *c, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    if (c == NULL || (buf == NULL && len > 0)) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_conn_write_all: a connection and a buffer are required");
+    }
+    /* Every round writes at least one byte or returns: bounded by len. */
+    while (len > 0) {
+        ssize_t n = csql_conn_write(c, p, len);
+        if (n < 0) {
+            return (int)n;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return CSQL_OK;
+}
+
+int csql_conn_shutdown(csql_conn *c)
+{
+    if (c == NULL) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_conn_shutdown: connection is NULL");
+    }
+    for (;;) {
+        pthread_mutex_lock(c->lock);
+        if (c->failed) {
+            int rc = failed_earlier(c, "shutdown of");
+            pthread_mutex_unlock(c->lock);
+            return rc;
+        }
+        if (c->write_shut) {
+            pthread_mutex_unlock(c->lock);
+            return CSQL_OK;
+        }
+        csql__sigpipe_guard guard;
+        csql__sigpipe_block(&guard);
+        errno = 0;
+        /* First call only: sends close_notify and does not wait for the server's. */
+        int r = SSL_shutdown(c->ssl);
+        int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        int sys_errno = errno;
+        csql__sigpipe_restore(&guard);
+        if (r >= 0) {
+            c->write_shut = true;
+            /* The TCP half-close follows the close_notify out; reads go on. */
+            (void)shutdown(c->fd, SHUT_WR);
+            /*
+             * Nothing may follow close_notify, but OpenSSL still answers a
+             * server's KeyUpdate request from inside SSL_read; on our
+             * half-closed socket that write fails (EPIPE) and takes the read
+             * side down with it. Send such writes nowhere instead.
+             */
+            BIO *sink = BIO_new(BIO_s_null());
+            if (sink != NULL) {
+                SSL_set0_wbio(c->ssl, sink);
+            }
+            ERR_clear_error();
+            pthread_mutex_unlock(c->lock);
+            return CSQL_OK;
+        }
+        if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ) {
+            bool tls_error;
+            int rc = io_failure(c, err, sys_errno, "shutdown of", &tls_error);
+            pthread_mutex_unlock(c->lock);
+            if (tls_error) {
+                report_tls_error(c);
+            }
+            return rc;
+        }
+        pthread_mutex_unlock(c->lock);
+        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
+                                            : wait_fd(c->fd, POLLIN, CROSS_WAIT_MS);
+        if (w < 0) {
+            return csql__error(CSQL_ERR_IO, "shutdown of instance %s: poll failed: %s",
+                               c->instance, strerror(errno));
+        }
+    }
+}
+
+void csql_conn_close(csql_conn *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    pthread_mutex_lock(c->lock);
+    if (!c->failed && !c->write_shut && SSL_is_init_finished(c->ssl)) {
+        /* Best effort close_notify: the socket is non-blocking, so this never waits. */
+        csql__sigpipe_guard guard;
+        csql__sigpipe_block(&guard);
+        (void)SSL_shutdown(c->ssl);
+        csql__sigpipe_restore(&guard);
+    }
+    ERR_clear_error();
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    close(c->fd);
+    pthread_mutex_unlock(c->lock);
+    pthread_mutex_destroy(c->lock);
+    if (c->release != NULL) {
+        c->release(c->userdata);
+    }
+    free(c->instance);
+    free(c);
+}
+
+int csql_conn_fd(const csql_conn *c)
+{
+    return c ? c->fd : -1;
+}
+
+size_t csql_conn_pending(const csql_conn *c)
+{
+    if (c == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(c->lock);
+    int n = c->failed ? 0 : SSL_pending(c->ssl);
+    pthread_mutex_unlock(c->lock);
+    return n > 0 ? (size_t)n : 0;
+}
+
+struct ssl_st *csql_conn_ssl(csql_conn *c)
+{
+    return c ? c->ssl : NULL;
+}
+
+const char *csql_conn_instance(const csql_conn *c)
+{
+    return c ? c->instance : NULL;
+}
