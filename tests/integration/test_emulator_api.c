@@ -1398,7 +1398,20 @@ static void test_bad_command_lines_exit_2(void **state)
                      cases[i].needle);
         assert_string_equal(out, "");
     }
-    int st = run_emulator((const char *[]){"--help", NULL}, out, sizeof out, err, sizeof err);
+    /* A start-up failure (the API port is taken) is not a usage error: exit 1. */
+    char ip[32], spec[256], ports[16];
+    const char *api_port = strrchr(em.url, ':') + 1;
+    csqlt_unique_ip(23, ip, sizeof ip);
+    snprintf(ports, sizeof ports, "%d", server_port + 3);
+    snprintf(spec, sizeof spec, "b:r:i?version=POSTGRES_15&public-ip=%s&backend=127.0.0.1:9", ip);
+    int st = run_emulator((const char *[]){"--api-port", api_port, "--server-port", ports,
+                                           "--instance", spec, NULL},
+                          out, sizeof out, err, sizeof err);
+    assert_int_equal(st, 1);
+    assert_non_null(strstr(err, api_port));
+    assert_string_equal(out, "");
+
+    st = run_emulator((const char *[]){"--help", NULL}, out, sizeof out, err, sizeof err);
     assert_int_equal(st, 0);
     assert_non_null(strstr(out, "--instance"));
     st = run_emulator((const char *[]){"--version", NULL}, out, sizeof out, err, sizeof err);
