@@ -660,6 +660,9 @@ static void wait_inactive(emu_instance *inst)
     fail_msg("connections still active: %llu", (unsigned long long)s.active);
 }
 
+static size_t pg_startup(uint8_t *out, const char *user);
+static X509 *iam_cert(const char *principal, long token_ttl);
+
 /* ---------------- forwarding ---------------- */
 
 static void echo_roundtrip(emu_instance *inst, const char *ip, size_t n)
@@ -1131,21 +1134,39 @@ static void test_cas_chain(void **state)
 
 /* ---------------- backends ---------------- */
 
+/* Connects with cert, sends first (first_len bytes); expects "PEER <ip>\n" then the echo. */
+static void expect_peer(X509 *cert, const uint8_t *first, size_t first_len, const char *ip)
+{
+    client c;
+    cli_opts o = {.cert = cert};
+    char line[64], want[64];
+    uint8_t echo[256];
+    assert_int_equal(client_open(&c, F.tcp, F.ip[3], &o), 0);
+    send_all(&c, first, first_len);
+    int n = snprintf(want, sizeof(want), "PEER %s\n", ip);
+    assert_int_equal(recv_exact(&c, line, (size_t)n), 0);
+    line[n] = '\0';
+    assert_string_equal(line, want);
+    assert_int_equal(recv_exact(&c, echo, first_len), 0);
+    assert_memory_equal(echo, first, first_len);
+    client_close(&c);
+}
+
+/*
+ * Only IAM-checked connections come from --backend-source (the address the
+ * database trusts without a password); the rest come from the default
+ * address and meet the database's password checks.
+ */
 static void test_backend_source(void **state)
 {
     (void)state;
     atomic_store(&bk.mode, BK_PEER);
-    client c;
-    char line[64], want[64];
-    assert_int_equal(good_client(&c, F.tcp, F.ip[3]), 0);
-    send_all(&c, "x", 1);
-    int n = snprintf(want, sizeof(want), "PEER %s\n", F.ip[4]);
-    assert_int_equal(recv_exact(&c, line, (size_t)n), 0);
-    line[n] = '\0';
-    assert_string_equal(line, want);
-    assert_int_equal(recv_exact(&c, line, 1), 0);
-    assert_int_equal(line[0], 'x');
-    client_close(&c);
+    expect_peer(F.good, (const uint8_t *)"x", 1, "127.0.0.1");
+    X509 *cert = iam_cert(IAM_SA, 600);
+    uint8_t pkt[256];
+    size_t n = pg_startup(pkt, "sa@p.iam");
+    expect_peer(cert, pkt, n, F.ip[4]);
+    X509_free(cert);
 }
 
 static void test_backend_down_and_stop(void **state)

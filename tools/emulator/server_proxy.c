@@ -301,6 +301,8 @@ static SSL_CTX *build_ctx(emu_proxy *px, X509 *leaf, EVP_PKEY *key, STACK_OF(X50
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One read(2) takes every record that has arrived, not a header and a body each. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     return ctx;
 fail:
     ERR_clear_error();

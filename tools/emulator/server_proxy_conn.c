@@ -286,7 +286,13 @@ static int connect_tcp(emu_conn *c, int fd)
     emu_proxy *px = c->px;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (px->source_len > 0) {
+    /*
+     * Only connections whose certificate is IAM-bound come from the source
+     * address the database trusts without a password; the IAM check vouches
+     * for their user. Everything else arrives from the default address and
+     * gets the database's own password authentication.
+     */
+    if (px->source_len > 0 && c->iam_bound) {
         /* Let connect pick the port, so many connections from one source address do not
          * exhaust ephemeral ports at bind time. */
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
@@ -322,29 +328,49 @@ static int backend_connect(emu_conn *c)
 
 /* ---------------- the pump ---------------- */
 
+/*
+ * Each transfer is retried only while it is not known to be blocked: a
+ * blocked one records what it waits for and is retried when poll reports
+ * that (or an error/hangup, which the retry then surfaces). So an idle
+ * direction costs no system calls, and a request/response round trip costs
+ * about six: poll, read, send, poll, recv, write.
+ */
 typedef struct pump {
     bool c_eof;       /* client close_notify read */
     bool b_shut;      /* shutdown(backend, SHUT_WR) done */
     bool b_eof;       /* backend EOF read */
     bool c_shut;      /* close_notify sent */
-    short c_rd_want;  /* what the pending SSL read waits for */
-    short c_wr_want;  /* what the pending SSL write/shutdown waits for */
+    short c_rd_wait;  /* poll events the TLS read waits for; 0 = try it */
+    short c_wr_wait;  /* the same for the TLS write or close_notify */
+    bool b_rd_wait;   /* backend socket not readable */
+    bool b_wr_wait;   /* backend socket not writable */
     uint64_t up, down; /* bytes not yet added to the counters */
 } pump;
 
-/* One pass over the four transfers; 1 if any made progress, 0 if none, -1 on error. */
-static int pump_pass(emu_conn *c, pump *s)
+#define RECORDS_PER_PASS 8
+
+static bool would_block(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* client -> c2b. 1 progress, 0 none, -1 error. */
+static int client_to_buf(emu_conn *c, pump *s)
 {
     int progress = 0, e;
-    s->c_rd_want = 0;
-    size_t space = s->c_eof ? 0 : buf_space(&c->c2b);
-    if (space > 0) {
-        size_t got = 0;
+    for (int i = 0; i < RECORDS_PER_PASS && !s->c_eof && s->c_rd_wait == 0; i++) {
+        size_t space = buf_space(&c->c2b), got = 0;
+        if (space == 0) {
+            break; /* backpressure: the backend is slower */
+        }
         int r = SSL_read_ex(c->ssl, c->c2b.data + c->c2b.tail, space, &got);
         if (r == 1) {
             c->c2b.tail += got;
             progress = 1;
-        } else if ((s->c_rd_want = ssl_wants(c->ssl, r, &e)) == 0) {
+            if (!SSL_has_pending(c->ssl)) {
+                s->c_rd_wait = POLLIN; /* drained, most likely: let poll say */
+            }
+        } else if ((s->c_rd_wait = ssl_wants(c->ssl, r, &e)) == 0) {
             if (e != SSL_ERROR_ZERO_RETURN) {
                 return -1;
             }
@@ -352,59 +378,90 @@ static int pump_pass(emu_conn *c, pump *s)
             progress = 1;
         }
     }
+    return progress;
+}
+
+/* c2b -> backend, then the backend half-close once the client's is fully forwarded. */
+static int buf_to_backend(emu_conn *c, pump *s)
+{
     size_t len = emu_buf_len(&c->c2b);
-    if (len > 0) {
+    if (len > 0 && !s->b_wr_wait) {
         ssize_t n = send(c->bfd, c->c2b.data + c->c2b.head, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            emu_buf_consume(&c->c2b, (size_t)n);
-            s->up += (uint64_t)n;
-            progress = 1;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            return -1;
+        if (n < 0) {
+            s->b_wr_wait = would_block();
+            return s->b_wr_wait ? 0 : -1;
         }
-    } else if (s->c_eof && !s->b_shut) {
-        if (shutdown(c->bfd, SHUT_WR) != 0) {
-            return -1;
-        }
+        emu_buf_consume(&c->c2b, (size_t)n);
+        s->up += (uint64_t)n;
+        s->b_wr_wait = (size_t)n < len;
+        return 1;
+    }
+    if (len == 0 && s->c_eof && !s->b_shut) {
         s->b_shut = true;
-        progress = 1;
+        return shutdown(c->bfd, SHUT_WR) == 0 ? 1 : -1;
     }
-    space = s->b_eof ? 0 : buf_space(&c->b2c);
-    if (space > 0) {
-        ssize_t n = recv(c->bfd, c->b2c.data + c->b2c.tail, space, 0);
-        if (n > 0) {
-            c->b2c.tail += (size_t)n;
-            progress = 1;
-        } else if (n == 0) {
-            s->b_eof = true;
-            progress = 1;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            return -1;
-        }
+    return 0;
+}
+
+/* backend -> b2c. */
+static int backend_to_buf(emu_conn *c, pump *s)
+{
+    size_t space = s->b_eof || s->b_rd_wait ? 0 : buf_space(&c->b2c);
+    if (space == 0) {
+        return 0;
     }
-    s->c_wr_want = 0;
-    len = emu_buf_len(&c->b2c);
+    ssize_t n = recv(c->bfd, c->b2c.data + c->b2c.tail, space, 0);
+    if (n < 0) {
+        s->b_rd_wait = would_block();
+        return s->b_rd_wait ? 0 : -1;
+    }
+    if (n == 0) {
+        s->b_eof = true;
+        return 1;
+    }
+    c->b2c.tail += (size_t)n;
+    s->b_rd_wait = (size_t)n < space; /* drained, most likely */
+    return 1;
+}
+
+/* b2c -> client, then close_notify once the backend's EOF is fully forwarded. */
+static int buf_to_client(emu_conn *c, pump *s)
+{
+    int e;
+    size_t len = emu_buf_len(&c->b2c);
+    if (s->c_wr_wait != 0 || (len == 0 && (!s->b_eof || s->c_shut))) {
+        return 0;
+    }
     if (len > 0) {
         size_t put = 0;
         int r = SSL_write_ex(c->ssl, c->b2c.data + c->b2c.head, len, &put);
         if (r == 1) {
             emu_buf_consume(&c->b2c, put);
             s->down += put;
-            progress = 1;
-        } else if ((s->c_wr_want = ssl_wants(c->ssl, r, &e)) == 0) {
-            return -1;
+            return 1;
         }
-    } else if (s->b_eof && !s->c_shut) {
-        /* Sends close_notify (0); 1 if the client's arrived already. Reading goes on. */
-        int r = SSL_shutdown(c->ssl);
-        if (r >= 0) {
-            s->c_shut = true;
-            progress = 1;
-        } else if ((s->c_wr_want = ssl_wants(c->ssl, r, &e)) == 0) {
-            return -1;
-        }
+        return (s->c_wr_wait = ssl_wants(c->ssl, r, &e)) != 0 ? 0 : -1;
     }
-    return progress;
+    /* Sends close_notify (0; 1 if the client's came already); reading goes on. */
+    int r = SSL_shutdown(c->ssl);
+    if (r >= 0) {
+        s->c_shut = true;
+        return 1;
+    }
+    return (s->c_wr_wait = ssl_wants(c->ssl, r, &e)) != 0 ? 0 : -1;
+}
+
+/* One pass over the four transfers: 1 if any moved, 0 if none could, -1 on error. */
+static int pump_pass(emu_conn *c, pump *s)
+{
+    int a = client_to_buf(c, s);
+    int b = a < 0 ? -1 : buf_to_backend(c, s);
+    int d = b < 0 ? -1 : backend_to_buf(c, s);
+    int f = d < 0 ? -1 : buf_to_client(c, s);
+    if (f < 0) {
+        return -1;
+    }
+    return a | b | d | f;
 }
 
 static void flush_counters(emu_proxy *px, pump *s)
@@ -418,27 +475,48 @@ static void flush_counters(emu_proxy *px, pump *s)
     s->up = s->down = 0;
 }
 
+/* Marks as retryable what poll reported ready; errors and hangups retry everything. */
+static void apply_revents(pump *s, const struct pollfd pf[2])
+{
+    short bad = POLLERR | POLLHUP | POLLNVAL;
+    if (pf[0].revents & (s->c_rd_wait | bad)) {
+        s->c_rd_wait = 0;
+    }
+    if (pf[0].revents & (s->c_wr_wait | bad)) {
+        s->c_wr_wait = 0;
+    }
+    if (pf[1].revents & (POLLIN | bad)) {
+        s->b_rd_wait = false;
+    }
+    if (pf[1].revents & (POLLOUT | bad)) {
+        s->b_wr_wait = false;
+    }
+}
+
 /* Until both directions are closed, or an error on either side closes both. */
 static void pump_run(emu_conn *c)
 {
     pump s = {.c_eof = c->client_eof};
     for (;;) {
-        int p;
-        /* Bounded: each busy pass moves bytes; yield to poll now and then regardless. */
+        int p = 0;
+        /* Bounded so the counters are flushed now and then on a busy stream. */
         for (int i = 0; i < 64 && (p = pump_pass(c, &s)) > 0; i++) {
         }
         flush_counters(c->px, &s);
-        if (p < 0) {
+        if (p < 0 || (s.c_eof && s.b_shut && s.b_eof && s.c_shut)) {
             return;
         }
-        if (s.c_eof && s.b_shut && s.b_eof && s.c_shut) {
-            return;
+        if (p > 0) {
+            continue;
         }
+        bool c_rd = !s.c_eof && buf_space(&c->c2b) > 0;
+        bool c_wr = emu_buf_len(&c->b2c) > 0 || (s.b_eof && !s.c_shut);
         struct pollfd pf[2] = {
-            {.fd = c->cfd, .events = (short)(s.c_rd_want | s.c_wr_want)},
+            {.fd = c->cfd,
+             .events = (short)((c_rd ? s.c_rd_wait : 0) | (c_wr ? s.c_wr_wait : 0))},
             {.fd = c->bfd,
-             .events = (short)((!s.b_eof && buf_space(&c->b2c) > 0 ? POLLIN : 0) |
-                               (emu_buf_len(&c->c2b) > 0 ? POLLOUT : 0))},
+             .events = (short)((s.b_rd_wait && !s.b_eof && buf_space(&c->b2c) > 0 ? POLLIN : 0) |
+                               (s.b_wr_wait && emu_buf_len(&c->c2b) > 0 ? POLLOUT : 0))},
         };
         /* A descriptor with nothing to wait for would still report POLLHUP: leave it out. */
         for (int i = 0; i < 2; i++) {
@@ -446,12 +524,13 @@ static void pump_run(emu_conn *c)
                 pf[i].fd = -1;
             }
         }
-        if (pf[0].fd < 0 && pf[1].fd < 0 && p == 0) {
+        if (pf[0].fd < 0 && pf[1].fd < 0) {
             return; /* nothing can move any more */
         }
-        if (p == 0 && poll(pf, 2, -1) < 0 && errno != EINTR) {
+        if (poll(pf, 2, -1) < 0 && errno != EINTR) {
             return;
         }
+        apply_revents(&s, pf);
     }
 }
 
