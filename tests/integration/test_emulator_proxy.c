@@ -912,7 +912,9 @@ static size_t mdx_frame(uint8_t *out, const uint8_t *body, size_t len)
     out[9] = (uint8_t)(len >> 16);
     out[10] = (uint8_t)(len >> 8);
     out[11] = (uint8_t)len;
-    memcpy(out + 12, body, len);
+    if (len > 0) {
+        memcpy(out + 12, body, len);
+    }
     return 12 + len;
 }
 
