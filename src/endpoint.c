@@ -1,0 +1,753 @@
+/*
+ * csql_endpoint: listeners (Unix socket in a private 0700 directory, or
+ * loopback TCP) whose accepted connections are forwarded by the event loop.
+ * Sockets are made on the caller's thread (so bind errors come back from
+ * open); everything after that happens on the loop thread.
+ */
+#include "endpoint_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "loop.h"
+
+#define EP_BACKLOG 512
+#define EP_ACCEPTS_PER_WAKEUP 64
+#define EP_ACCEPT_BACKOFF_MS 100
+#define EP_SOCKET_NAME_DEFAULT "csql.sock"
+#define EP_SOCKET_NAME_MAX 64
+
+typedef struct ep_conn {
+    csql_endpoint *ep;
+    csql__fwd *fwd;
+    struct ep_conn *prev, *next;
+} ep_conn;
+
+typedef struct ep_dial_job {
+    csql__loop_job job;
+    csql_endpoint *ep;
+    int fd;
+    int rc;
+    csql__fwd_remote remote;
+    csql__saved_error err;
+} ep_dial_job;
+
+struct csql_endpoint {
+    atomic_int refs; /* the caller's, one per forwarded connection, one per dial in flight */
+    csql__loop *loop;
+    csql__loop_io lio;
+    csql__loop_io tio; /* accept backoff timer */
+    csql__loop_member member;
+    int lfd;
+    bool tcp;
+    bool one_shot;
+    bool private_dir;
+    bool closed;     /* loop thread */
+    bool listening;  /* loop thread: the listener is open */
+    bool paused;     /* loop thread: not watching the listener for now */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char address[INET6_ADDRSTRLEN];
+    uint16_t port;
+
+    csql__fwd_remote first;
+    bool has_first;
+    csql__endpoint_dial_fn dial;
+    void *dial_ctx;
+    void (*dial_ctx_free)(void *);
+
+    size_t buffer_size;
+    uint32_t max_connections;
+    csql_endpoint_error_fn on_error;
+    void *userdata;
+
+    int active;       /* loop thread */
+    int dials;        /* loop thread: dials in flight */
+    ep_conn *conns;   /* loop thread */
+    csql__endpoint_stats st;
+};
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                       */
+
+static void remote_dispose(csql__fwd_remote *r)
+{
+    if (r->conn != NULL) {
+        csql_conn_close(r->conn);
+    } else {
+        if (r->ssl != NULL) {
+            SSL_free(r->ssl);
+        }
+        if (r->fd >= 0) {
+            close(r->fd);
+        }
+    }
+    r->conn = NULL;
+    r->ssl = NULL;
+    r->fd = -1;
+}
+
+static void abortive_close(int fd, bool tcp)
+{
+    if (tcp) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    close(fd);
+}
+
+static void ep_free(csql_endpoint *ep)
+{
+    csql__loop *loop = ep->loop;
+    if (ep->has_first) {
+        remote_dispose(&ep->first);
+    }
+    if (ep->dial_ctx_free != NULL) {
+        ep->dial_ctx_free(ep->dial_ctx);
+    }
+    free(ep);
+    csql__loop_release(loop);
+}
+
+static void ep_ref(csql_endpoint *ep)
+{
+    atomic_fetch_add(&ep->refs, 1);
+}
+
+static void ep_unref(csql_endpoint *ep)
+{
+    if (atomic_fetch_sub(&ep->refs, 1) == 1) {
+        ep_free(ep);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* listening (loop thread)                                             */
+
+static void set_listening(csql_endpoint *ep, bool on)
+{
+    if (!ep->listening) {
+        return;
+    }
+    ep->paused = !on;
+    csql__loop_io_set(ep->loop, &ep->lio, on ? EPOLLIN : 0);
+}
+
+static void stop_listening(csql_endpoint *ep)
+{
+    if (!ep->listening) {
+        return;
+    }
+    ep->listening = false;
+    csql__loop_io_del(ep->loop, &ep->lio);
+    close(ep->lfd);
+    ep->lfd = -1;
+    if (!ep->tcp) {
+        unlink(ep->path);
+        if (ep->private_dir) {
+            rmdir(ep->dir);
+        }
+    }
+    if (ep->tio.fd >= 0) {
+        int tfd = ep->tio.fd;
+        csql__loop_io_del(ep->loop, &ep->tio);
+        close(tfd);
+    }
+}
+
+static void arm_backoff(csql_endpoint *ep)
+{
+    set_listening(ep, false);
+    if (ep->tio.fd < 0) {
+        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (tfd < 0) {
+            set_listening(ep, true); /* no timer: keep trying rather than stall */
+            return;
+        }
+        ep->tio.fd = tfd;
+        if (csql__loop_io_add(ep->loop, &ep->tio, EPOLLIN) != CSQL_OK) {
+            ep->tio.fd = -1;
+            close(tfd);
+            set_listening(ep, true);
+            return;
+        }
+    }
+    struct itimerspec its = {.it_value = {.tv_sec = 0, .tv_nsec = EP_ACCEPT_BACKOFF_MS * 1000000L}};
+    timerfd_settime(ep->tio.fd, 0, &its, NULL);
+}
+
+static void on_backoff(void *arg, uint32_t events)
+{
+    (void)events;
+    csql_endpoint *ep = arg;
+    uint64_t v;
+    while (read(ep->tio.fd, &v, sizeof(v)) < 0 && errno == EINTR) {
+    }
+    if (!ep->closed) {
+        set_listening(ep, true);
+    }
+}
+
+static bool at_capacity(const csql_endpoint *ep)
+{
+    return ep->max_connections != 0 &&
+           (uint32_t)(ep->active + ep->dials) >= ep->max_connections;
+}
+
+/* ------------------------------------------------------------------ */
+/* forwarded connections (loop thread)                                 */
+
+static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
+{
+    ep_conn *c = arg;
+    csql_endpoint *ep = c->ep;
+    if (fs->error == 0) {
+        ep->st.closed_clean++;
+    } else {
+        ep->st.closed_error++;
+    }
+    size_t hw = fs->up_max_buffered > fs->down_max_buffered ? fs->up_max_buffered
+                                                             : fs->down_max_buffered;
+    if (hw > ep->st.max_buffered) {
+        ep->st.max_buffered = hw;
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        ep->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    ep->active--;
+    free(c);
+    if (ep->paused && !ep->closed && !at_capacity(ep)) {
+        set_listening(ep, true);
+    }
+    ep_unref(ep);
+}
+
+/* Forward local fd over remote; both are owned from here. */
+static void start_forwarding(csql_endpoint *ep, int fd, const csql__fwd_remote *remote)
+{
+    ep_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        abortive_close(fd, ep->tcp);
+        csql__fwd_remote r = *remote;
+        remote_dispose(&r);
+        ep->st.closed_error++;
+        return;
+    }
+    c->ep = ep;
+    csql__fwd_opts fo = {
+        .buffer_size = ep->buffer_size,
+        .local_is_tcp = ep->tcp,
+        .on_close = on_conn_closed,
+        .arg = c,
+    };
+    if (csql__fwd_start(ep->loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
+        free(c);
+        ep->st.closed_error++;
+        return;
+    }
+    ep_ref(ep);
+    c->next = ep->conns;
+    if (ep->conns != NULL) {
+        ep->conns->prev = c;
+    }
+    ep->conns = c;
+    ep->active++;
+}
+
+/* ------------------------------------------------------------------ */
+/* dials of accepted connections                                       */
+
+static void dial_work(void *arg)
+{
+    ep_dial_job *j = arg;
+    j->remote.fd = -1;
+    j->rc = j->ep->dial(j->ep->dial_ctx, &j->remote);
+    if (j->rc != CSQL_OK) {
+        csql__error_save(&j->err);
+    }
+}
+
+static void dial_done(void *arg, int status)
+{
+    ep_dial_job *j = arg;
+    csql_endpoint *ep = j->ep;
+    if (status != CSQL_OK) {
+        /* The loop stopped: we may be on the stopping thread; touch nothing of the loop. */
+        abortive_close(j->fd, ep->tcp);
+        if (j->rc == CSQL_OK && j->remote.fd >= 0) {
+            remote_dispose(&j->remote);
+        }
+    } else {
+        ep->dials--;
+        if (j->rc == CSQL_OK) {
+            start_forwarding(ep, j->fd, &j->remote);
+        } else {
+            ep->st.dial_failures++;
+            abortive_close(j->fd, ep->tcp);
+            if (ep->on_error != NULL) {
+                csql__error_restore(&j->err);
+                ep->on_error(csql_error_last(), ep->userdata);
+            }
+        }
+        if (ep->paused && !ep->closed && !at_capacity(ep)) {
+            set_listening(ep, true);
+        }
+    }
+    csql__saved_error_dispose(&j->err);
+    free(j);
+    ep_unref(ep);
+}
+
+static void start_dial(csql_endpoint *ep, int fd)
+{
+    ep_dial_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        abortive_close(fd, ep->tcp);
+        ep->st.dial_failures++;
+        return;
+    }
+    j->ep = ep;
+    j->fd = fd;
+    j->remote.fd = -1;
+    j->job.work = dial_work;
+    j->job.done = dial_done;
+    j->job.arg = j;
+    ep_ref(ep);
+    ep->dials++;
+    if (csql__loop_submit(ep->loop, &j->job) != CSQL_OK) {
+        ep->dials--;
+        ep->st.dial_failures++;
+        abortive_close(fd, ep->tcp);
+        free(j);
+        ep_unref(ep);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* accepting (loop thread)                                             */
+
+static void on_accept(void *arg, uint32_t events)
+{
+    (void)events;
+    csql_endpoint *ep = arg;
+    for (int i = 0; i < EP_ACCEPTS_PER_WAKEUP && ep->listening && !ep->paused; i++) {
+        if (at_capacity(ep)) {
+            set_listening(ep, false); /* resumed when a connection ends */
+            return;
+        }
+        int fd = accept4(ep->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;
+            }
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            /* EMFILE, ENFILE, ENOBUFS...: back off instead of spinning on a ready listener. */
+            arm_backoff(ep);
+            return;
+        }
+        ep->st.accepted++;
+        if (ep->has_first) {
+            ep->has_first = false;
+            csql__fwd_remote first = ep->first;
+            ep->first.conn = NULL;
+            ep->first.ssl = NULL;
+            ep->first.fd = -1;
+            if (ep->one_shot) {
+                stop_listening(ep); /* the socket and its directory go at once */
+            }
+            start_forwarding(ep, fd, &first);
+            continue;
+        }
+        if (ep->dial == NULL) {
+            abortive_close(fd, ep->tcp);
+            continue;
+        }
+        start_dial(ep, fd);
+    }
+}
+
+static void ep_shut_on_loop(void *arg)
+{
+    csql_endpoint *ep = arg;
+    if (ep->closed) {
+        return;
+    }
+    ep->closed = true;
+    stop_listening(ep);
+    if (ep->has_first) {
+        ep->has_first = false;
+        remote_dispose(&ep->first);
+    }
+    csql__loop_member_remove(ep->loop, &ep->member);
+}
+
+static void ep_register_on_loop(void *arg)
+{
+    csql_endpoint *ep = arg;
+    ep->lio = (csql__loop_io){.fd = ep->lfd, .fn = on_accept, .arg = ep};
+    if (csql__loop_io_add(ep->loop, &ep->lio, EPOLLIN) == CSQL_OK) {
+        ep->listening = true;
+    }
+    csql__loop_member_add(ep->loop, &ep->member);
+}
+
+/* ------------------------------------------------------------------ */
+/* sockets (caller's thread)                                           */
+
+static int make_private_dir(char *dir, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    /* Leave room in sun_path for "/" and the socket name. */
+    if (base == NULL || base[0] != '/' || strlen(base) > 40) {
+        base = "/tmp";
+    }
+    int n = snprintf(dir, len, "%s/csql-XXXXXX", base);
+    if (n < 0 || (size_t)n >= len) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT, "temporary directory path is too long");
+    }
+    if (mkdtemp(dir) == NULL) {
+        return csql__error(CSQL_ERR_IO, "cannot create a private directory in %s: %s", base,
+                           strerrordesc_np(errno));
+    }
+    if (chmod(dir, 0700) != 0) {
+        int e = errno;
+        rmdir(dir);
+        return csql__error(CSQL_ERR_IO, "cannot set mode 0700 on %s: %s", dir,
+                           strerrordesc_np(e));
+    }
+    return CSQL_OK;
+}
+
+/* A socket file left by a dead process refuses connections: remove it. A live one is an error. */
+static void remove_stale_socket(const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(sa->sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        return;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        return;
+    }
+    if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) != 0 && errno == ECONNREFUSED) {
+        unlink(sa->sun_path);
+    }
+    close(probe);
+}
+
+static int listen_unix(csql_endpoint *ep, const char *name)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(ep->path, sizeof(ep->path), "%s/%s", ep->dir, name);
+    if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "unix socket path \"%s/%s\" is longer than %zu bytes", ep->dir, name,
+                           sizeof(sa.sun_path) - 1);
+    }
+    memcpy(sa.sun_path, ep->path, (size_t)n + 1);
+    if (!ep->private_dir) {
+        remove_stale_socket(&sa);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return csql__error(CSQL_ERR_IO, "cannot create a unix socket: %s", strerrordesc_np(errno));
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int e = errno;
+        close(fd);
+        return csql__error(CSQL_ERR_IO, "cannot bind unix socket %s: %s", ep->path,
+                           strerrordesc_np(e));
+    }
+    /* Only this user may connect (the private directory already ensures it). */
+    if (chmod(ep->path, 0600) != 0 || listen(fd, EP_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(ep->path);
+        return csql__error(CSQL_ERR_IO, "cannot listen on unix socket %s: %s", ep->path,
+                           strerrordesc_np(e));
+    }
+    ep->lfd = fd;
+    return CSQL_OK;
+}
+
+static int listen_tcp(csql_endpoint *ep, const char *address, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
+        if ((ntohl(s4->sin_addr.s_addr) >> 24) != 127) {
+            return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                               "endpoint address \"%.64s\" is not a loopback address (127.0.0.0/8)",
+                               address);
+        }
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        sl = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
+        if (!IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr)) {
+            return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                               "endpoint address \"%.64s\" is not the loopback address ::1",
+                               address);
+        }
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        sl = sizeof(*s6);
+    } else {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "endpoint address \"%.64s\" is not an IP literal", address);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return csql__error(CSQL_ERR_IO, "cannot create a TCP socket: %s", strerrordesc_np(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, EP_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        return csql__error(CSQL_ERR_IO, "cannot listen on %s port %u: %s", address, port,
+                           strerrordesc_np(e));
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+    }
+    snprintf(ep->address, sizeof(ep->address), "%s", address);
+    ep->port = port;
+    ep->lfd = fd;
+    return CSQL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* open / close                                                        */
+
+static int check_options(const csql_endpoint_options *o)
+{
+    if (o == NULL) {
+        return CSQL_OK;
+    }
+    if (o->version != CSQL_ENDPOINT_OPTIONS_VERSION) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_endpoint_options.version is %u, expected %u (use "
+                           "CSQL_ENDPOINT_OPTIONS_INIT)",
+                           o->version, CSQL_ENDPOINT_OPTIONS_VERSION);
+    }
+    if (o->buffer_size != 0 &&
+        (o->buffer_size < CSQL__FWD_BUFFER_MIN || o->buffer_size > CSQL__FWD_BUFFER_MAX)) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "endpoint buffer_size %u is outside %u..%u bytes", o->buffer_size,
+                           CSQL__FWD_BUFFER_MIN, CSQL__FWD_BUFFER_MAX);
+    }
+    const char *name = o->unix_socket_name;
+    if (name != NULL && (name[0] == '\0' || strlen(name) > EP_SOCKET_NAME_MAX ||
+                         strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+                         strcmp(name, "..") == 0)) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "unix_socket_name \"%.80s\" must be a plain file name of 1..%d bytes",
+                           name, EP_SOCKET_NAME_MAX);
+    }
+    return CSQL_OK;
+}
+
+int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
+{
+    int rc;
+    csql__fwd_remote first = {.fd = -1};
+    if (p->first != NULL) {
+        first = *p->first;
+    }
+    csql_endpoint *ep = NULL;
+    if (out == NULL) {
+        rc = csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_endpoint_open: out is NULL");
+        goto fail;
+    }
+    *out = NULL;
+    rc = check_options(p->opts);
+    if (rc != CSQL_OK) {
+        goto fail;
+    }
+    ep = calloc(1, sizeof(*ep));
+    if (ep == NULL) {
+        rc = csql__error(CSQL_ERR_NOMEM, "out of memory for an endpoint");
+        goto fail;
+    }
+    atomic_init(&ep->refs, 1);
+    ep->lfd = -1;
+    ep->tio.fd = -1;
+    ep->tio.fn = on_backoff;
+    ep->tio.arg = ep;
+    ep->tcp = p->tcp;
+    ep->one_shot = p->one_shot;
+    ep->first = first;
+    ep->has_first = p->first != NULL;
+    first.fd = -1; /* owned by ep now */
+    first.conn = NULL;
+    first.ssl = NULL;
+    ep->dial = p->dial;
+    ep->dial_ctx = p->dial_ctx;
+    ep->dial_ctx_free = p->dial_ctx_free;
+    ep->member.close = ep_shut_on_loop;
+    ep->member.arg = ep;
+    const csql_endpoint_options *o = p->opts;
+    ep->buffer_size = (o && o->buffer_size) ? o->buffer_size : CSQL__FWD_BUFFER_DEFAULT;
+    ep->max_connections = o ? o->max_connections : 0;
+    ep->on_error = o ? o->on_error : NULL;
+    ep->userdata = o ? o->userdata : NULL;
+    ep->st.buffer_cap = ep->buffer_size;
+
+    if (p->tcp) {
+        rc = listen_tcp(ep, p->address ? p->address : "127.0.0.1", p->port);
+    } else {
+        if (p->dir == NULL) {
+            rc = make_private_dir(ep->dir, sizeof(ep->dir));
+            ep->private_dir = rc == CSQL_OK;
+        } else if (snprintf(ep->dir, sizeof(ep->dir), "%s", p->dir) >= (int)sizeof(ep->dir)) {
+            rc = csql__error(CSQL_ERR_INVALID_ARGUMENT, "unix socket directory \"%.80s...\" is too long",
+                             p->dir);
+        } else {
+            rc = CSQL_OK;
+        }
+        if (rc == CSQL_OK) {
+            rc = listen_unix(ep, (o && o->unix_socket_name) ? o->unix_socket_name
+                                                            : EP_SOCKET_NAME_DEFAULT);
+        }
+    }
+    if (rc != CSQL_OK) {
+        goto fail;
+    }
+    rc = csql__loop_acquire(p->loop_key, &ep->loop);
+    if (rc != CSQL_OK) {
+        goto fail;
+    }
+    rc = csql__loop_call(ep->loop, ep_register_on_loop, ep);
+    if (rc == CSQL_OK && !ep->listening) {
+        rc = csql__error(CSQL_ERR_INTERNAL, "cannot watch the endpoint socket");
+        csql__loop_call(ep->loop, ep_shut_on_loop, ep);
+    }
+    if (rc != CSQL_OK) {
+        /* Never registered with the loop: undo the socket here. */
+        if (ep->lfd >= 0) {
+            close(ep->lfd);
+            ep->lfd = -1;
+            if (!ep->tcp) {
+                unlink(ep->path);
+            }
+            if (ep->private_dir) {
+                rmdir(ep->dir);
+            }
+        }
+        ep_unref(ep);
+        return rc;
+    }
+    *out = ep;
+    return CSQL_OK;
+
+fail:
+    if (ep != NULL) {
+        if (ep->lfd >= 0) {
+            close(ep->lfd);
+            if (!ep->tcp) {
+                unlink(ep->path);
+            }
+        }
+        if (ep->private_dir) {
+            rmdir(ep->dir);
+        }
+        if (ep->has_first) {
+            remote_dispose(&ep->first);
+        }
+        if (ep->dial_ctx_free != NULL) {
+            ep->dial_ctx_free(ep->dial_ctx);
+        }
+        free(ep);
+    } else {
+        if (p->first != NULL) {
+            remote_dispose(&first);
+        }
+        if (p->dial_ctx_free != NULL) {
+            p->dial_ctx_free(p->dial_ctx);
+        }
+    }
+    return rc;
+}
+
+void csql_endpoint_close(csql_endpoint *ep)
+{
+    if (ep == NULL) {
+        return;
+    }
+    /* CSQL_ERR_CLOSED: the loop was stopped under us and already shut the endpoint. */
+    csql__loop_call(ep->loop, ep_shut_on_loop, ep);
+    ep_unref(ep);
+}
+
+const char *csql_endpoint_path(const csql_endpoint *ep)
+{
+    return (ep == NULL || ep->tcp) ? NULL : ep->path;
+}
+
+const char *csql_endpoint_dir(const csql_endpoint *ep)
+{
+    return (ep == NULL || ep->tcp) ? NULL : ep->dir;
+}
+
+uint16_t csql_endpoint_port(const csql_endpoint *ep)
+{
+    return (ep == NULL || !ep->tcp) ? 0 : ep->port;
+}
+
+const char *csql_endpoint_address(const csql_endpoint *ep)
+{
+    return (ep == NULL || !ep->tcp) ? NULL : ep->address;
+}
+
+typedef struct stats_call {
+    csql_endpoint *ep;
+    csql__endpoint_stats *out;
+} stats_call;
+
+static void stats_on_loop(void *arg)
+{
+    stats_call *sc = arg;
+    csql_endpoint *ep = sc->ep;
+    *sc->out = ep->st;
+    sc->out->active = ep->active;
+    sc->out->listening = ep->listening && !ep->paused;
+    for (ep_conn *c = ep->conns; c != NULL; c = c->next) {
+        csql__fwd_stats fs;
+        csql__fwd_get_stats(c->fwd, &fs);
+        size_t hw = fs.up_max_buffered > fs.down_max_buffered ? fs.up_max_buffered
+                                                               : fs.down_max_buffered;
+        if (hw > sc->out->max_buffered) {
+            sc->out->max_buffered = hw;
+        }
+    }
+}
+
+int csql__endpoint_stats_get(csql_endpoint *ep, csql__endpoint_stats *out)
+{
+    stats_call sc = {ep, out};
+    memset(out, 0, sizeof(*out));
+    return csql__loop_call(ep->loop, stats_on_loop, &sc);
+}
