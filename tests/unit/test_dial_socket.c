@@ -274,6 +274,40 @@ static void test_handshake_timeout(void **state)
     csqlt_server_stop(&srv);
 }
 
+static void test_tcp_connect_timeout(void **state)
+{
+    (void)state;
+    /* A listener whose accept queue is full drops further SYNs: connect never completes. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, len), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void)connect(fill[i], (struct sockaddr *)&a, len);
+    }
+    usleep(50000);
+    int fd = -1;
+    SSL *ssl = NULL;
+    int64_t t0 = csql__mono_ms();
+    int rc = dial("127.0.0.1", ntohs(a.sin_port), NULL, 0, 1, 300, &fd, &ssl);
+    int64_t took = csql__mono_ms() - t0;
+    assert_int_equal(rc, CSQL_ERR_TIMEOUT);
+    expect_message("TCP connect", "timed out");
+    assert_true(took >= 290 && took < 800);
+    for (int i = 0; i < 4; i++) {
+        close(fill[i]);
+    }
+    close(lfd);
+}
+
 static void test_deadline_already_passed(void **state)
 {
     (void)state;
@@ -452,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_tls12_only_server),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_handshake_timeout),
+        cmocka_unit_test(test_tcp_connect_timeout),
         cmocka_unit_test(test_deadline_already_passed),
         cmocka_unit_test(test_unresolvable),
         cmocka_unit_test(test_invalid_arguments),
