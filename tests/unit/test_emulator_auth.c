@@ -127,6 +127,43 @@ static void test_scopes(void **state)
     assert_int_equal(emu_scopes_normalize(" , ", ',', out, sizeof out), -1);
     assert_int_equal(emu_scopes_normalize("a\tb", ' ', out, sizeof out), -1);
     assert_int_equal(emu_scopes_normalize("abcdef", ' ', out, 4), -1);
+
+    json_t *arr = json_pack("[s,s]", "a", "b");
+    assert_int_equal(emu_scopes_from_json(arr, out, sizeof out), 0);
+    assert_string_equal(out, "a b");
+    assert_int_equal(emu_scopes_from_json(arr, out, 3), -1); /* "a b" needs 4 */
+    json_decref(arr);
+    static const char *const bad[] = {"[]", "[\"\"]", "[\"a b\"]", "[1]", "{}", "\"a\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        arr = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+        assert_non_null(arr);
+        assert_int_equal(emu_scopes_from_json(arr, out, sizeof out), -1);
+        json_decref(arr);
+    }
+}
+
+static void test_kv_next(void **state)
+{
+    (void)state;
+    const char *s = "a=1&b%3D=x%26y&&c=";
+    size_t pos = 0, len = strlen(s);
+    char k[8], v[8];
+    assert_int_equal(emu_kv_next(s, len, &pos, k, sizeof k, v, sizeof v), 1);
+    assert_string_equal(k, "a");
+    assert_string_equal(v, "1");
+    assert_int_equal(emu_kv_next(s, len, &pos, k, sizeof k, v, sizeof v), 1);
+    assert_string_equal(k, "b=");
+    assert_string_equal(v, "x&y");
+    size_t at = pos;
+    assert_int_equal(emu_kv_next(s, len, &pos, k, sizeof k, v, sizeof v), -1); /* empty pair */
+    assert_int_equal(pos, at + 1);
+    assert_int_equal(emu_kv_next(s, len, &pos, k, sizeof k, v, sizeof v), 1);
+    assert_string_equal(k, "c");
+    assert_string_equal(v, "");
+    assert_int_equal(emu_kv_next(s, len, &pos, k, sizeof k, v, sizeof v), 0);
+    pos = 0;
+    assert_int_equal(emu_kv_next("key=toolongvalue", 16, &pos, k, sizeof k, v, sizeof v), -1);
+    assert_int_equal(pos, 17);
 }
 
 static void test_tokens_issue_and_lookup(void **state)
@@ -425,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_rfc3339_and_parse_long),
         cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_kv_next),
         cmocka_unit_test(test_tokens_issue_and_lookup),
         cmocka_unit_test(test_tokens_concurrent),
         cmocka_unit_test(test_iam_bindings),

@@ -117,9 +117,8 @@ static void cert_lifetime(const emu_request *rq, emu_response *rs)
 /* POST /emulator/tokens {"principal","scopes":[...],"lifetime":N}: a token for tests. */
 static void mint_token(const emu_request *rq, emu_response *rs)
 {
-    char scopes[EMU_SCOPES_MAX] = "", token[EMU_ISSUED_TOKEN_MAX], when[32];
-    size_t i, o = 0;
-    json_t *v, *body = emu_request_json(rq, rs);
+    char scopes[EMU_SCOPES_MAX], token[EMU_ISSUED_TOKEN_MAX], when[32];
+    json_t *body = emu_request_json(rq, rs);
     time_t expiry;
 
     if (!body)
@@ -139,23 +138,10 @@ static void mint_token(const emu_request *rq, emu_response *rs)
     }
     if (life)
         lifetime = (long)json_integer_value(life);
-    if (!sc)
+    if (!sc) {
         snprintf(scopes, sizeof scopes, "%s", EMU_SCOPE_CLOUD_PLATFORM);
-    else if (!json_is_array(sc)) {
-        emu_respond_error(rs, 400, NULL, "scopes must be a list of strings");
-        goto out;
-    }
-    json_array_foreach(sc, i, v) {
-        const char *s = json_string_value(v);
-        size_t n = s ? strlen(s) : 0;
-        if (!n || strchr(s, ' ') || o + n + 2 > sizeof scopes) {
-            emu_respond_error(rs, 400, NULL, "scopes[%zu] is not a valid scope", i);
-            goto out;
-        }
-        o += (size_t)snprintf(scopes + o, sizeof scopes - o, "%s%s", o ? " " : "", s);
-    }
-    if (!scopes[0]) {
-        emu_respond_error(rs, 400, NULL, "scopes must not be empty");
+    } else if (emu_scopes_from_json(sc, scopes, sizeof scopes) != 0) {
+        emu_respond_error(rs, 400, NULL, "scopes must be a non-empty list of scope strings");
         goto out;
     }
     if (emu_tokens_issue(rq->api->tokens, principal, scopes, lifetime, token, sizeof token,

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #define EMU_SCOPE_CLOUD_PLATFORM "https://www.googleapis.com/auth/cloud-platform"
@@ -63,6 +64,13 @@ bool emu_scopes_contain(const char *scopes, const char *scope);
  * too long, or a scope has characters outside printable ASCII.
  */
 int emu_scopes_normalize(const char *in, char sep, char *out, size_t cap);
+
+/*
+ * Join a JSON array of scopes into a space-separated list in out[cap]. -1
+ * unless it is a non-empty array of non-empty printable strings without
+ * spaces that fits.
+ */
+int emu_scopes_from_json(json_t *arr, char *out, size_t cap);
 
 /* ---------------- credentials files (credentials_writer.c) ---------------- */
 

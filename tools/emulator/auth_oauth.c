@@ -337,8 +337,8 @@ static long parse_duration(const char *s)
 
 void emu_iamcredentials_generate(const emu_request *rq, const char *email, emu_response *rs)
 {
-    char scopes[EMU_SCOPES_MAX] = "", token[EMU_ISSUED_TOKEN_MAX], when[32];
-    size_t o = 0, i;
+    char scopes[EMU_SCOPES_MAX], token[EMU_ISSUED_TOKEN_MAX], when[32];
+    size_t i;
     json_t *v, *body = NULL;
     time_t expiry;
 
@@ -357,20 +357,10 @@ void emu_iamcredentials_generate(const emu_request *rq, const char *email, emu_r
     json_t *scope = json_object_get(body, "scope");
     json_t *life = json_object_get(body, "lifetime");
     json_t *delegates = json_object_get(body, "delegates");
-    if (!json_is_array(scope) || json_array_size(scope) == 0) {
+    if (emu_scopes_from_json(scope, scopes, sizeof scopes) != 0) {
         emu_respond_error(rs, 400, NULL, "Request contains an invalid argument: scope must be a "
-                                         "non-empty list of strings.");
+                                         "non-empty list of scope strings.");
         goto out;
-    }
-    json_array_foreach(scope, i, v) {
-        const char *sv = json_string_value(v);
-        size_t n = sv ? strlen(sv) : 0;
-        if (!n || strchr(sv, ' ') || o + n + 2 > sizeof scopes) {
-            emu_respond_error(rs, 400, NULL, "Request contains an invalid argument: scope[%zu].",
-                              i);
-            goto out;
-        }
-        o += (size_t)snprintf(scopes + o, sizeof scopes - o, "%s%s", o ? " " : "", sv);
     }
     if (delegates && !json_is_array(delegates)) {
         emu_respond_error(rs, 400, NULL, "Request contains an invalid argument: delegates must "

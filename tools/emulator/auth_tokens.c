@@ -208,6 +208,29 @@ bool emu_scopes_contain(const char *scopes, const char *scope)
     return false;
 }
 
+int emu_scopes_from_json(json_t *arr, char *out, size_t cap)
+{
+    size_t i, o = 0;
+    json_t *v;
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || cap == 0)
+        return -1;
+    json_array_foreach(arr, i, v) {
+        const char *s = json_string_value(v);
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || o + n + 2 > cap)
+            return -1;
+        for (size_t k = 0; k < n; k++) {
+            if ((unsigned char)s[k] <= 0x20 || (unsigned char)s[k] >= 0x7f)
+                return -1;
+        }
+        if (o)
+            out[o++] = ' ';
+        memcpy(out + o, s, n + 1);
+        o += n;
+    }
+    return 0;
+}
+
 int emu_scopes_normalize(const char *in, char sep, char *out, size_t cap)
 {
     size_t o = 0;

@@ -175,30 +175,22 @@ int emu_fault_from_spec(const char *spec, emu_fault *out, char *err, size_t errl
 {
     json_t *obj = json_object();
     int rc = -1;
-    size_t len = strlen(spec), i = 0;
+    size_t len = strlen(spec), pos = 0, at = 0;
+    char key[64], value[1024];
+    int r;
 
-    while (i < len) {
-        const char *amp = memchr(spec + i, '&', len - i);
-        size_t end = amp ? (size_t)(amp - spec) : len;
-        const char *eq = memchr(spec + i, '=', end - i);
-        char key[64], value[1024];
-        if (!eq) {
-            emu_fail(err, errlen, "fault '%s': '%.*s' is not key=value", spec, (int)(end - i),
-                     spec + i);
+    while ((r = emu_kv_next(spec, len, &pos, key, sizeof key, value, sizeof value)) != 0) {
+        if (r < 0) {
+            emu_fail(err, errlen, "fault '%s': '%.*s' is not key=value (or is too long)", spec,
+                     (int)(pos - at - 1), spec + at);
             goto out;
         }
-        size_t klen = (size_t)(eq - spec) - i;
-        if (emu_url_decode(spec + i, klen, key, sizeof key, 0) ||
-            emu_url_decode(eq + 1, end - (size_t)(eq - spec) - 1, value, sizeof value, 0)) {
-            emu_fail(err, errlen, "fault '%s': bad escape or value too long", spec);
-            goto out;
-        }
+        at = pos;
         if (json_object_get(obj, key)) {
             emu_fail(err, errlen, "fault '%s': key '%s' given twice", spec, key);
             goto out;
         }
         json_object_set_new(obj, key, spec_value(key, value));
-        i = end + 1;
     }
     rc = emu_fault_from_json(obj, out, err, errlen);
 out:

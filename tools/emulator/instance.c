@@ -332,21 +332,20 @@ emu_instance *emu_instance_parse(const char *spec, char *err, size_t errlen)
     if (!(inst = emu_instance_new(name, err, errlen)))
         return NULL;
 
-    size_t len = q ? strlen(q + 1) : 0;
     const char *query = q ? q + 1 : "";
+    size_t len = strlen(query), pos = 0, at = 0;
     char seen[8][64]; /* keys given so far: a spec has at most 6 distinct ones */
     size_t n_seen = 0;
-    for (size_t i = 0; i < len;) {
-        const char *amp = memchr(query + i, '&', len - i);
-        size_t end = amp ? (size_t)(amp - query) : len;
-        const char *eq = memchr(query + i, '=', end - i);
-        char key[64], value[1024];
-        if (!eq || emu_url_decode(query + i, (size_t)(eq - query) - i, key, sizeof key, 0) ||
-            emu_url_decode(eq + 1, end - (size_t)(eq - query) - 1, value, sizeof value, 0)) {
-            emu_fail(err, errlen, "instance %s: '%.*s' is not key=value", name,
-                     (int)(end - i > 100 ? 100 : end - i), query + i);
+    char key[64], value[1024];
+    int r;
+    while ((r = emu_kv_next(query, len, &pos, key, sizeof key, value, sizeof value)) != 0) {
+        if (r < 0) {
+            size_t n = pos - at - 1;
+            emu_fail(err, errlen, "instance %s: '%.*s' is not key=value (or is too long)", name,
+                     (int)(n > 100 ? 100 : n), query + at);
             goto fail;
         }
+        at = pos;
         for (char *c = key; *c; c++)
             *c = *c == '_' ? '-' : *c;
         for (size_t k = 0; k < n_seen; k++) {
@@ -359,7 +358,6 @@ emu_instance *emu_instance_parse(const char *spec, char *err, size_t errlen)
             goto fail;
         if (n_seen < sizeof seen / sizeof seen[0])
             memcpy(seen[n_seen++], key, sizeof key);
-        i = end + 1;
     }
     if (emu_instance_finish(inst, err, errlen) != 0)
         goto fail;

@@ -105,6 +105,25 @@ int emu_form_get(const char *body, size_t len, const char *key, char *out, size_
     return 0;
 }
 
+int emu_kv_next(const char *s, size_t len, size_t *pos, char *key, size_t kcap, char *value,
+                size_t vcap)
+{
+    size_t i = *pos;
+    if (i >= len)
+        return 0;
+    const char *amp = memchr(s + i, '&', len - i);
+    size_t end = amp ? (size_t)(amp - s) : len;
+    const char *eq = memchr(s + i, '=', end - i);
+    *pos = end + 1;
+    if (!eq)
+        return -1;
+    size_t klen = (size_t)(eq - s) - i;
+    if (emu_url_decode(s + i, klen, key, kcap, 0) != 0 ||
+        emu_url_decode(eq + 1, end - i - klen - 1, value, vcap, 0) != 0)
+        return -1;
+    return 1;
+}
+
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 int emu_b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)

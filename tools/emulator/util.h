@@ -36,6 +36,16 @@ int emu_url_decode(const char *in, size_t len, char *out, size_t cap, int plus_i
  */
 int emu_form_get(const char *body, size_t len, const char *key, char *out, size_t cap);
 
+/*
+ * The next "key=value" pair of a spec string s[0..len) ('&'-separated, as in
+ * instance specs and --fault) from *pos, percent-decoded into key[kcap] and
+ * value[vcap]. *pos always moves past the pair, so s[old pos..new pos) names
+ * it in messages. 1 for a pair, 0 at the end, -1 when the pair has no '=',
+ * a bad escape, or does not fit.
+ */
+int emu_kv_next(const char *s, size_t len, size_t *pos, char *key, size_t kcap, char *value,
+                size_t vcap);
+
 /* base64url without padding; encode returns the length written (or -1). */
 int emu_b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap);
 /* Decode base64url (padding optional) into out[cap]; length or -1. */
