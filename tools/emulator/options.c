@@ -273,9 +273,7 @@ static int config_text(const json_t *v, char *buf, size_t cap)
 
 static int load_config(emu_options *o, const char *path, char *err, size_t errlen)
 {
-    static const char *const LISTS[][2] = {{"static_tokens", "static-token"},
-                                           {"instances", "instance"},
-                                           {"faults", "fault"}};
+    static const char *const LISTS[] = {"static_tokens", "instances", "faults"};
     static const char *const SCALARS[][2] = {
         {"api_address", "api-address"},       {"api_port", "api-port"},
         {"server_port", "server-port"},       {"backend_source", "backend-source"},
@@ -299,7 +297,7 @@ static int load_config(emu_options *o, const char *path, char *err, size_t errle
     json_object_foreach(root, key, v) {
         const char *flag = NULL;
         size_t li = 0, n_lists = sizeof LISTS / sizeof LISTS[0];
-        for (; li < n_lists && strcmp(key, LISTS[li][0]) != 0; li++)
+        for (; li < n_lists && strcmp(key, LISTS[li]) != 0; li++)
             ;
         if (li < n_lists) {
             size_t i;
@@ -309,11 +307,15 @@ static int load_config(emu_options *o, const char *path, char *err, size_t errle
                 goto out;
             }
             json_array_foreach(v, i, item) {
-                int r = li == 1   ? config_instance(o, item, src, err, errlen)
-                        : li == 2 ? config_fault(o, item, src, err, errlen)
-                        : !json_is_string(item)
-                            ? emu_fail(err, errlen, "%sstatic_tokens must hold strings", src)
-                            : apply(o, LISTS[li][1], json_string_value(item), src, err, errlen);
+                int r;
+                if (li == 1)
+                    r = config_instance(o, item, src, err, errlen);
+                else if (li == 2)
+                    r = config_fault(o, item, src, err, errlen);
+                else if (!json_is_string(item))
+                    r = emu_fail(err, errlen, "%sstatic_tokens must hold strings", src);
+                else
+                    r = apply(o, "static-token", json_string_value(item), src, err, errlen);
                 if (r != 0)
                     goto out;
             }
