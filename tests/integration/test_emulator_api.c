@@ -1429,7 +1429,8 @@ static void test_config_fault_and_sigint(void **state)
     snprintf(ports, sizeof ports, "%d", server_port + 1);
     csqlt_unique_ip(21, ip, sizeof ip);
     snprintf(cfg, sizeof cfg,
-             "{\"static_tokens\":[\"cfg-token\"],\"server_port\":%d,"
+             "{\"static_tokens\":[\"cfg-token\"],\"server_port\":%d,\"cert_lifetime\":50,"
+             "\"token_lifetime\":77,"
              "\"instances\":[{\"connection_name\":\"c:r:db\",\"version\":\"POSTGRES_15\","
              "\"public_ip\":\"%s\",\"backend\":\"127.0.0.1:9\"}],"
              "\"faults\":[{\"endpoint\":\"connectSettings\",\"status\":503,\"count\":1}]}",
@@ -1456,6 +1457,23 @@ static void test_config_fault_and_sigint(void **state)
     free(body);
     expect_google_error(&r, 429, "RESOURCE_EXHAUSTED");
     assert_string_equal(r.retry_after, "7");
+    resp_free(&r);
+
+    /* cert_lifetime and token_lifetime from the file apply. */
+    body = gen_body(pub_pem, NULL);
+    r = generate("/sql/v1beta4/projects/c/instances/db", "cfg-token", body);
+    free(body);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_of(&r);
+    time_t na = cert_not_after(jstr(json_object_get(j, "ephemeralCert"), "cert"));
+    assert_true(na >= time(NULL) + 45 && na <= time(NULL) + 55);
+    json_decref(j);
+    resp_free(&r);
+    r = http("GET", "/computeMetadata/v1/instance/service-accounts/default/token", NULL, NULL,
+             FLAVOR);
+    j = json_of(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "expires_in")), 77);
+    json_decref(j);
     resp_free(&r);
     em = saved;
 
