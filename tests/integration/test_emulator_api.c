@@ -1054,6 +1054,14 @@ static void test_metadata(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, SA_EMAIL);
     resp_free(&r);
+    r = http("GET", "/computeMetadata/v1/instance/service-accounts/default/?recursive=true", NULL,
+             NULL, FLAVOR);
+    assert_int_equal(r.status, 200);
+    j = json_of(&r);
+    assert_string_equal(jstr(j, "email"), SA_EMAIL);
+    assert_true(json_array_size(json_object_get(j, "scopes")) >= 1);
+    json_decref(j);
+    resp_free(&r);
     r = http("GET", "/computeMetadata/v1/project/project-id", NULL, NULL, FLAVOR);
     assert_int_equal(r.status, 200);
     resp_free(&r);

@@ -260,6 +260,17 @@ static void metadata_token(const emu_request *rq, emu_response *rs)
     respond_token(rq, rs, EMU_SA_EMAIL, scopes, false);
 }
 
+/* The account's directory; with ?recursive=true the JSON google-auth reads first. */
+static void service_account_info(const emu_request *rq, emu_response *rs)
+{
+    const char *rec = emu_request_query(rq, "recursive");
+    if (rec && strcmp(rec, "true") == 0)
+        emu_respond_json(rs, 200, json_pack("{s:[s],s:s,s:[s]}", "aliases", "default", "email",
+                                            EMU_SA_EMAIL, "scopes", EMU_SCOPE_CLOUD_PLATFORM));
+    else
+        emu_respond_text(rs, 200, "aliases\nemail\nscopes\ntoken\n");
+}
+
 void emu_metadata_handle(const emu_request *rq, emu_response *rs)
 {
     const char *flavor = emu_request_header(rq, "Metadata-Flavor");
@@ -291,6 +302,8 @@ void emu_metadata_handle(const emu_request *rq, emu_response *rs)
             emu_respond_text(rs, 200, EMU_SA_EMAIL);
         else if (strcmp(what, "/scopes") == 0)
             emu_respond_text(rs, 200, EMU_SCOPE_CLOUD_PLATFORM "\n");
+        else if (what[0] == '\0' || strcmp(what, "/") == 0)
+            service_account_info(rq, rs);
         else
             emu_respond_text(rs, 404, "Not Found\n");
     } else {
