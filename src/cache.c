@@ -449,25 +449,23 @@ int csql__cache_warmup(csql__cache *c, const csql__instance_name *name, bool iam
 
 /* ---- reactions to dial and connection failures ---- */
 
-/* Run fn on e's cache with mu held, unless the cache is gone. */
-static void with_cache(csql__cache_entry *e, const csql__certset *used,
-                       void (*fn)(csql__cache *, csql__cache_entry *, const csql__certset *))
+/* Run fn on e's cache with mu held, unless the cache is gone or closing. */
+static void with_cache(csql__cache_entry *e, void (*fn)(csql__cache *, csql__cache_entry *))
 {
     pthread_mutex_lock(&e->link_mu);
     csql__cache *c = e->cache;
     if (c != NULL) {
         pthread_mutex_lock(&c->mu);
         if (!atomic_load(&c->closing)) {
-            fn(c, e, used);
+            fn(c, e);
         }
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&e->link_mu);
 }
 
-static void force_locked(csql__cache *c, csql__cache_entry *e, const csql__certset *used)
+static void force_locked(csql__cache *c, csql__cache_entry *e)
 {
-    (void)used;
     csql__log(c->o.log, CSQL_LOG_INFO, "connecting to %s failed; refreshing its certificate",
               e->name.full);
     if (c->o.strategy == CSQL_REFRESH_LAZY) {
@@ -477,7 +475,8 @@ static void force_locked(csql__cache *c, csql__cache_entry *e, const csql__certs
     }
 }
 
-static void drop_locked(csql__cache *c, csql__cache_entry *e, const csql__certset *used)
+static void drop_locked(csql__cache *c, csql__cache_entry *e, const csql__certset *used,
+                        csql__saved_error *why)
 {
     if (used == NULL || e->cur != used) {
         return; /* a newer certset is already in place */
@@ -487,6 +486,13 @@ static void drop_locked(csql__cache *c, csql__cache_entry *e, const csql__certse
               e->name.full, iam_note(e));
     csql__certset_unref(e->cur);
     e->cur = NULL;
+    if (why->code != 0) {
+        /* Until a new certset arrives, dials that cannot refresh yet report this failure. */
+        csql__saved_error_dispose(&e->err);
+        e->err = *why;
+        memset(why, 0, sizeof(*why));
+        e->has_err = true;
+    }
     if (c->o.strategy == CSQL_REFRESH_BACKGROUND && !e->refreshing) {
         csql__sched_at_locked(c, e, csql__wall_ms());
     }
@@ -495,15 +501,31 @@ static void drop_locked(csql__cache *c, csql__cache_entry *e, const csql__certse
 void csql__cache_force_refresh(csql__cache_entry *e)
 {
     if (e != NULL) {
-        with_cache(e, NULL, force_locked);
+        with_cache(e, force_locked);
     }
 }
 
 void csql__cache_drop(csql__cache_entry *e, const csql__certset *used)
 {
-    if (e != NULL) {
-        with_cache(e, used, drop_locked);
+    if (e == NULL) {
+        return;
     }
+    csql__saved_error why = {0};
+    if (csql_err_category_of(csql_error_last()->code) == CSQL_CAT_TLS &&
+        csql__error_save(&why) != 0) {
+        csql__saved_error_dispose(&why);
+    }
+    pthread_mutex_lock(&e->link_mu);
+    csql__cache *c = e->cache;
+    if (c != NULL) {
+        pthread_mutex_lock(&c->mu);
+        if (!atomic_load(&c->closing)) {
+            drop_locked(c, e, used, &why);
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&e->link_mu);
+    csql__saved_error_dispose(&why);
 }
 
 struct csql__cache_hook {

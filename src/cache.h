@@ -99,7 +99,9 @@ void csql__cache_force_refresh(csql__cache_entry *e);
  * A TLS handshake or TLS I/O error happened with certset `used`: if it is
  * still the entry's current certset, forget it so the next dial waits for a
  * fresh one (CA rotation), and schedule that refresh. A later error from a
- * connection made with an older certset changes nothing.
+ * connection made with an older certset changes nothing. If the calling
+ * thread's last error is a TLS error it is saved on the entry: dials that
+ * find no certset and may not refresh yet (rate limit) fail fast with it.
  */
 void csql__cache_drop(csql__cache_entry *e, const csql__certset *used);
 
