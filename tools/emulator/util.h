@@ -1,6 +1,8 @@
 /*
  * Small pure helpers shared by the emulator's control plane: bounded string
- * copies, URL and base64url decoding, RFC 3339 times.
+ * copies, URL and base64url decoding, RFC 3339 times. The emulator does not
+ * reuse libcsql's src/util on purpose: it is the oracle the library is tested
+ * against, and a bug shared by both sides would pass every test.
  */
 #ifndef CSQL_EMULATOR_UTIL_H
 #define CSQL_EMULATOR_UTIL_H
