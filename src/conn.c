@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -51,11 +52,13 @@ int csql__conn_new(int fd, SSL *ssl, const char *instance, csql__conn_tls_error_
 {
     int rc = CSQL_OK;
     csql_conn *c = NULL;
+    if (out != NULL) {
+        *out = NULL;
+    }
     if (fd < 0 || ssl == NULL || out == NULL) {
         rc = csql__error(CSQL_ERR_INVALID_ARGUMENT, "connection: fd, SSL and out are required");
         goto fail;
     }
-    *out = NULL;
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
         rc = csql__error(CSQL_ERR_IO, "connection to instance %s: could not make the socket "
@@ -107,6 +110,21 @@ static int wait_fd(int fd, short events, int timeout_ms)
     if (r < 0 && errno != EINTR) {
         return -1;
     }
+    return 0;
+}
+
+/*
+ * A write that must first read: the bytes it needs may sit behind
+ * application data that only the reader thread consumes, so POLLIN can stay
+ * ready without helping us. Wait briefly and pause, rather than spin.
+ */
+static int wait_cross_read(int fd)
+{
+    if (wait_fd(fd, POLLIN, CROSS_WAIT_MS) < 0) {
+        return -1;
+    }
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
     return 0;
 }
 
@@ -249,7 +267,7 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
         }
         pthread_mutex_unlock(c->lock);
         int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
-                                            : wait_fd(c->fd, POLLIN, CROSS_WAIT_MS);
+                                            : wait_cross_read(c->fd);
         if (w < 0) {
             return csql__error(CSQL_ERR_IO, "write to instance %s: poll failed: %s", c->instance,
                                strerror(errno));
@@ -329,7 +347,7 @@ int csql_conn_shutdown(csql_conn *c)
         }
         pthread_mutex_unlock(c->lock);
         int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
-                                            : wait_fd(c->fd, POLLIN, CROSS_WAIT_MS);
+                                            : wait_cross_read(c->fd);
         if (w < 0) {
             return csql__error(CSQL_ERR_IO, "shutdown of instance %s: poll failed: %s",
                                c->instance, strerror(errno));

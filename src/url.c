@@ -138,7 +138,11 @@ void csql__url_redact(const char *url, char *buf, size_t len)
         snprintf(buf, len, "(null)");
         return;
     }
+    /* A scheme is only a scheme before any '/', '?', '#' or '@'. */
     const char *scheme_end = strstr(url, "://");
+    if (scheme_end != NULL && strcspn(url, "/?#@") < (size_t)(scheme_end - url)) {
+        scheme_end = NULL;
+    }
     const char *auth = scheme_end ? scheme_end + 3 : url;
     const char *end = auth + strcspn(auth, "/?#");
     const char *at = NULL;
@@ -150,11 +154,13 @@ void csql__url_redact(const char *url, char *buf, size_t len)
     size_t o = 0;
     for (const char *p = url; *p != '\0' && o + 1 < len; p++) {
         if (at != NULL && p == auth) {
-            const char *mask = "***";
-            for (; *mask != '\0' && o + 1 < len; mask++) {
-                buf[o++] = *mask;
+            for (const char *m = "***"; *m != '\0' && o + 1 < len; m++) {
+                buf[o++] = *m;
             }
-            p = at; /* continue with the '@' */
+            p = at; /* go on with the '@' */
+            if (o + 1 >= len) {
+                break;
+            }
         }
         unsigned char c = (unsigned char)*p;
         buf[o++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;

@@ -15,6 +15,7 @@
 #include "config_internal.h"
 #include "csql/config.h"
 #include "csql/errors.h"
+#include "url.h"
 
 #define SECRET "s3cr3t-Marker"
 
@@ -431,6 +432,36 @@ static void test_url_allowed_table(void **state)
     }
 }
 
+static void expect_redacted(const char *url, size_t len, const char *want)
+{
+    char buf[64];
+    memset(buf, 'Z', sizeof(buf));
+    csql__url_redact(url, buf, len);
+    assert_string_equal(buf, want);
+    assert_int_equal(buf[len], 'Z'); /* nothing written past len */
+}
+
+static void test_url_redact(void **state)
+{
+    (void)state;
+    expect_redacted("https://host/x", 32, "https://host/x");
+    expect_redacted("https://user:pw@host/x", 32, "https://***@host/x");
+    expect_redacted("user:pw@host/x://y", 32, "***@host/x://y");
+    expect_redacted("https://a@b@host", 32, "https://***@host");
+    expect_redacted("https://host/a@b", 32, "https://host/a@b");
+    expect_redacted("https://h\r\n/", 32, "https://h?" "?/");
+    expect_redacted("https://user:pw@host", 10, "https://*");
+    expect_redacted("https://user:pw@host", 11, "https://**");
+    expect_redacted("https://user:pw@host", 12, "https://***");
+    expect_redacted("https://user:pw@host", 13, "https://***@");
+    expect_redacted("abcdef", 4, "abc");
+    expect_redacted("abcdef", 1, "");
+    expect_redacted(NULL, 32, "(null)");
+    char untouched = 'Q';
+    csql__url_redact("x", &untouched, 0);
+    assert_int_equal(untouched, 'Q');
+}
+
 /* A PEM private key; bits 0 makes an EC key; passphrase encrypts it. */
 static char *make_key_pem(int bits, const char *passphrase, size_t *len)
 {
@@ -613,6 +644,7 @@ int main(void)
         T(test_quota_project_universe_user_agent),
         T(test_endpoints),
         T(test_url_allowed_table),
+        T(test_url_redact),
         T(test_rsa_key),
         T(test_copy_is_deep),
         T(test_resolve_defaults),
