@@ -302,7 +302,8 @@ int csql_config_set_credentials_file(csql_config *cfg, const char *path)
     size_t n = strnlen(path, MAX_PATH_LEN + 1);
     if (n == 0 || n > MAX_PATH_LEN) {
         return csql__error(CSQL_ERR_BAD_CONFIG,
-                           "credentials_file \"%s\" is not a usable path (1..%d bytes)", show(path).s,
+                           "credentials_file \"%s\" is not a usable path (1..%d bytes)",
+                           show(path).s,
                            MAX_PATH_LEN);
     }
     char *copy = dup_n(path, n);

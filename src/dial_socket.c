@@ -99,7 +99,7 @@ static int resolve(dial_ctx *d, struct addrinfo **res)
     return CSQL_OK;
 }
 
-/* One non-blocking connect; 0 with *out set, a csql error (TIMEOUT), or 1 to try the next address. */
+/* One non-blocking connect: 0 with *out set, a csql error (TIMEOUT), or 1 to try the next one. */
 static int connect_one(dial_ctx *d, const struct addrinfo *ai, int *out, int *last_errno)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);

@@ -4,6 +4,13 @@
  * reused for several dialers; each dialer takes its own copy at creation, so
  * later changes to the config do not affect existing dialers.
  * A config is not thread-safe: set it up on one thread.
+ *
+ * Every setter returns 0, CSQL_ERR_INVALID_ARGUMENT for a NULL config (or a
+ * NULL where a value is required), or CSQL_ERR_BAD_CONFIG with a message
+ * naming the option and the bad value (secrets are never echoed); a failed
+ * setter leaves the option as it was. Optional string options (login token,
+ * impersonation, quota project, endpoints, universe domain, user agent, RSA
+ * key) accept NULL to go back to the default.
  */
 #ifndef CSQL_CONFIG_H
 #define CSQL_CONFIG_H
@@ -73,9 +80,13 @@ CSQL_EXTERN int csql_config_set_refresh_timeout_ms(csql_config *cfg, uint32_t ms
 CSQL_EXTERN int csql_config_set_credentials_file(csql_config *cfg, const char *path);
 /* The same, as a JSON string. */
 CSQL_EXTERN int csql_config_set_credentials_json(csql_config *cfg, const char *json);
-/* A fixed OAuth2 access token (never refreshed). */
+/* A fixed OAuth2 access token (never refreshed): printable ASCII, no spaces, at most 16 KiB. */
 CSQL_EXTERN int csql_config_set_token(csql_config *cfg, const char *access_token);
-/* With a fixed token: a separate fixed token for IAM authn (default: the access token). */
+/*
+ * With a fixed token: a separate fixed token for IAM authn (default: the
+ * access token). Kept when the access token changes; creating a dialer with a
+ * login token but no access token fails with CSQL_ERR_BAD_CONFIG.
+ */
 CSQL_EXTERN int csql_config_set_login_token(csql_config *cfg, const char *login_token);
 /* A callback that supplies tokens. */
 CSQL_EXTERN int csql_config_set_token_callback(csql_config *cfg, csql_token_fn fn, void *userdata);
@@ -90,23 +101,32 @@ CSQL_EXTERN int csql_config_set_impersonate_service_account(csql_config *cfg, co
 CSQL_EXTERN int csql_config_set_quota_project(csql_config *cfg, const char *project);
 /*
  * SQL Admin API base URL (default https://sqladmin.googleapis.com, or
- * https://sqladmin.<universe domain>). http:// is accepted only for loopback hosts.
+ * https://sqladmin.<universe domain>). http:// is accepted only for loopback
+ * hosts (127.0.0.0/8, ::1, localhost). No user:password@, query or fragment;
+ * trailing slashes are dropped. NULL: default.
  */
 CSQL_EXTERN int csql_config_set_admin_api_endpoint(csql_config *cfg, const char *url);
-/* Universe domain (default googleapis.com, or $GOOGLE_CLOUD_UNIVERSE_DOMAIN). */
+/* Universe domain (default googleapis.com, or $GOOGLE_CLOUD_UNIVERSE_DOMAIN). NULL: default. */
 CSQL_EXTERN int csql_config_set_universe_domain(csql_config *cfg, const char *domain);
-/* IAM Credentials API base URL for impersonation (default https://iamcredentials.<universe>). */
+/*
+ * IAM Credentials API base URL for impersonation (default
+ * https://iamcredentials.<universe>). Same rules as the Admin API endpoint.
+ */
 CSQL_EXTERN int csql_config_set_iam_credentials_endpoint(csql_config *cfg, const char *url);
-/* Appended to the User-Agent header: "csql/<version> <suffix>". Printable ASCII only. */
+/*
+ * Appended to the User-Agent header: "csql/<version> <suffix>". Printable
+ * ASCII, at most 256 bytes; NULL or "" removes it.
+ */
 CSQL_EXTERN int csql_config_set_user_agent(csql_config *cfg, const char *suffix);
 
 CSQL_EXTERN int csql_config_set_refresh_strategy(csql_config *cfg, csql_refresh_strategy s);
 /*
- * Use this RSA private key (PEM, PKCS#1 or PKCS#8, at least 2048 bits) instead
- * of generating one. The key is copied; the copy is wiped when freed.
+ * Use this RSA private key (PEM, PKCS#1 or PKCS#8, unencrypted, at least 2048
+ * bits) instead of generating one. The key is copied; the copy is wiped when
+ * freed. pem == NULL goes back to a generated key.
  */
 CSQL_EXTERN int csql_config_set_rsa_key_pem(csql_config *cfg, const char *pem, size_t len);
-/* TCP keepalive idle time in seconds for dialled sockets (default 30; 0 turns keepalive off). */
+/* TCP keepalive idle time in s for dialled sockets (default 30; 0 turns it off; at most 32767). */
 CSQL_EXTERN int csql_config_set_tcp_keepalive_s(csql_config *cfg, uint32_t seconds);
 /* Metadata exchange with the server when it supports it (default on). */
 CSQL_EXTERN int csql_config_set_mdx(csql_config *cfg, int enabled);

@@ -588,7 +588,8 @@ static void test_resolve_from_environment(void **state)
     assert_string_equal(copy->quota_project, "env-project");
     assert_string_equal(copy->universe_domain, "my-universe.example");
     assert_string_equal(copy->admin_api_endpoint, "https://sqladmin.my-universe.example");
-    assert_string_equal(copy->iam_credentials_endpoint, "https://iamcredentials.my-universe.example");
+    assert_string_equal(copy->iam_credentials_endpoint,
+                        "https://iamcredentials.my-universe.example");
     csql_config_free(copy);
     /* The caller's config was not touched. */
     assert_null(cfg->quota_project);

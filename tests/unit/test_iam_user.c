@@ -61,7 +61,8 @@ static void test_buffer_bounds(void **state)
     (void)state;
     char buf[12];
     /* "sa@proj.iam" is 11 bytes + NUL: fits exactly. */
-    assert_int_equal(csql_iam_db_user("POSTGRES_15", "sa@proj.iam.gserviceaccount.com", buf, 12), 0);
+    assert_int_equal(csql_iam_db_user("POSTGRES_15", "sa@proj.iam.gserviceaccount.com", buf, 12),
+                     0);
     assert_string_equal(buf, "sa@proj.iam");
     assert_int_equal(csql_iam_db_user("POSTGRES_15", "sa@proj.iam.gserviceaccount.com", buf, 11),
                      CSQL_ERR_INVALID_ARGUMENT);

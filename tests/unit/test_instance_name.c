@@ -96,7 +96,8 @@ static void test_null_name(void **state)
     (void)state;
     csql__instance_name n;
     assert_int_equal(csql__instance_name_parse(NULL, &n), CSQL_ERR_BAD_INSTANCE_NAME);
-    assert_non_null(strstr(csql_error_last()->message, "is not of the form project:region:instance"));
+    assert_non_null(
+        strstr(csql_error_last()->message, "is not of the form project:region:instance"));
 }
 
 static void test_control_bytes_not_echoed_raw(void **state)

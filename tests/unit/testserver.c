@@ -48,7 +48,8 @@ static int make_listener(const char *addr, uint16_t *port)
     assert_int_equal(bind(fd, (struct sockaddr *)&ss, len), 0);
     assert_int_equal(listen(fd, 16), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
-    *port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+    *port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                     : ((struct sockaddr_in *)&ss)->sin_port);
     return fd;
 }
 
@@ -105,7 +106,7 @@ static void serve_one(csqlt_server *s, int fd)
 static void *server_main(void *arg)
 {
     csqlt_server *s = arg;
-    /* The client may go away while we write: SIGPIPE stays blocked (and dropped) on this thread only. */
+    /* The client may go away while we write: SIGPIPE stays blocked (and dropped) on this thread. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);

@@ -23,7 +23,7 @@ typedef struct csqlt_server_opts {
     X509 *chain;             /* an intermediate to send, or NULL */
     X509 *client_ca;         /* require client certificates from this CA; NULL: do not ask */
     int max_version;         /* 0, or e.g. TLS1_2_VERSION */
-    int silent;              /* listen but never accept: TCP connects, the handshake never answers */
+    int silent;              /* listen, never accept: TCP connects, the handshake never answers */
     int connections;         /* handled one after another; 0 means 1 */
     const char *bind_addr;   /* "127.0.0.1" (default) or "::1" */
     csqlt_handler handler;   /* NULL: close right after the handshake */
