@@ -61,6 +61,7 @@ typedef enum bk_mode {
     BK_SPEAK_FIRST, /* send speak_len bytes, half-close, then hash what arrives */
     BK_MYSQL,       /* a MySQL greeting (CLIENT_SSL set), then echo */
     BK_PEER,        /* "PEER <ip>\n", then echo */
+    BK_RESET,       /* send 1000 bytes, then reset the connection */
 } bk_mode;
 
 static struct backend {
@@ -75,6 +76,7 @@ static struct backend {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     size_t speak_len;
+    atomic_size_t spoken; /* BK_SPEAK_FIRST progress */
     int got_done;
     uint64_t got_bytes;
     unsigned char got_sha[32];
@@ -126,7 +128,15 @@ static void bk_speak_first(int fd)
     for (size_t i = 0; i < n; i++) {
         out[i] = (uint8_t)(i * 7 + 3);
     }
-    write_all(fd, out, n);
+    atomic_store(&bk.spoken, 0);
+    for (size_t off = 0; off < n;) {
+        size_t chunk = n - off < 65536 ? n - off : 65536;
+        if (write_all(fd, out + off, chunk) != 0) {
+            break;
+        }
+        off += chunk;
+        atomic_store(&bk.spoken, off);
+    }
     shutdown(fd, SHUT_WR);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -199,6 +209,15 @@ static void *bk_conn(void *arg)
         uint8_t g[128];
         write_all(a.fd, g, mysql_greeting(g));
         bk_echo(a.fd);
+        break;
+    }
+    case BK_RESET: {
+        uint8_t b[1000];
+        memset(b, 'r', sizeof(b));
+        write_all(a.fd, b, sizeof(b));
+        sleep_ms(100);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)); /* close() sends RST */
         break;
     }
     case BK_PEER: {
@@ -688,7 +707,9 @@ static void test_echo_sizes(void **state)
     (void)state;
     const size_t sizes[] = {0, 1, 1000, 65535, 65536, 65537, 1 << 20, 8 << 20};
     emu_proxy_stats_ext before, after;
+    emu_proxy_stats acc0, acc1;
     emu_proxy_stats_ext_get(F.pg, &before);
+    stats(F.pg, &acc0);
     size_t total = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         echo_roundtrip(F.pg, F.ip[0], sizes[i]);
@@ -701,6 +722,103 @@ static void test_echo_sizes(void **state)
     emu_proxy_stats_ext_get(F.pg, &after);
     assert_true(after.bytes_up - before.bytes_up == total);
     assert_true(after.bytes_down - before.bytes_down == total);
+    stats(F.pg, &acc1);
+    assert_true(acc1.accepted - acc0.accepted == sizeof(sizes) / sizeof(sizes[0]) + 1);
+    assert_true(acc1.active == 0);
+}
+
+/* A client that stops reading stalls the backend: bounded buffers, no unbounded queueing. */
+static void test_backpressure(void **state)
+{
+    (void)state;
+    const size_t n = 64u << 20;
+    atomic_store(&bk.mode, BK_SPEAK_FIRST);
+    bk.speak_len = n;
+    bk.got_done = 0;
+    client c;
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, "x", 1);
+    sleep_ms(700); /* not reading */
+    size_t spoken = atomic_load(&bk.spoken);
+    /* Kernel socket buffers (a few MiB on loopback) plus 64 KiB in the proxy, not 64 MiB. */
+    assert_true(spoken < 24u << 20);
+    uint8_t *in = malloc(65536);
+    size_t got = 0, bad = 0;
+    for (;;) {
+        size_t k = 0;
+        if (SSL_read_ex(c.ssl, in, 65536, &k) != 1) {
+            break;
+        }
+        for (size_t i = 0; i < k; i++) {
+            bad += in[i] != (uint8_t)((got + i) * 7 + 3);
+        }
+        got += k;
+    }
+    assert_true(got == n);
+    assert_true(bad == 0);
+    assert_int_equal(SSL_get_error(c.ssl, 0), SSL_ERROR_ZERO_RETURN);
+    ERR_clear_error();
+    free(in);
+    client_close(&c);
+    wait_inactive(F.pg);
+}
+
+/* A backend reset ends the client's connection with an error, not a clean close. */
+static void test_backend_reset(void **state)
+{
+    (void)state;
+    atomic_store(&bk.mode, BK_RESET);
+    client c;
+    uint8_t in[1000];
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, "x", 1);
+    assert_int_equal(recv_exact(&c, in, sizeof(in)), 0);
+    assert_int_equal(in[999], 'r');
+    assert_int_equal(recv_end(&c), -1);
+    client_close(&c);
+    wait_inactive(F.pg);
+}
+
+/* A client that vanishes without close_notify: the backend connection is closed promptly. */
+static void test_client_abort(void **state)
+{
+    (void)state;
+    client c;
+    uint8_t in[4];
+    assert_int_equal(good_client(&c, F.pg, F.ip[0]), 0);
+    send_all(&c, "ping", 4);
+    assert_int_equal(recv_exact(&c, in, 4), 0);
+    assert_int_equal(atomic_load(&bk.live), 1);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(c.fd); /* RST, no TLS goodbye */
+    c.fd = -1;
+    int64_t t0 = now_ms();
+    while (atomic_load(&bk.live) > 0 && now_ms() - t0 < 5000) {
+        sleep_ms(5);
+    }
+    assert_int_equal(atomic_load(&bk.live), 0); /* the echo backend saw EOF */
+    assert_true(now_ms() - t0 < 2000);
+    client_close(&c);
+    wait_inactive(F.pg);
+}
+
+/* No session resumption: every connection presents and proves its certificate afresh. */
+static void test_no_resumption(void **state)
+{
+    (void)state;
+    client a;
+    uint8_t in[1];
+    assert_int_equal(good_client(&a, F.pg, F.ip[0]), 0);
+    send_all(&a, "a", 1);
+    assert_int_equal(recv_exact(&a, in, 1), 0); /* tickets, if any, arrive before data */
+    SSL_SESSION *sess = SSL_get1_session(a.ssl);
+    assert_non_null(sess);
+    int resumable = SSL_SESSION_is_resumable(sess);
+    SSL_SESSION_free(sess);
+    client_close(&a);
+    wait_inactive(F.pg);
+    assert_int_equal(resumable, 0); /* no ticket was issued */
 }
 
 /* The client half-closes first and only then reads: the answer still arrives. */
@@ -1454,6 +1572,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_echo_sizes, per_test),
+        cmocka_unit_test_setup(test_backpressure, per_test),
+        cmocka_unit_test_setup(test_backend_reset, per_test),
+        cmocka_unit_test_setup(test_client_abort, per_test),
+        cmocka_unit_test_setup(test_no_resumption, per_test),
         cmocka_unit_test_setup(test_half_close_client_first, per_test),
         cmocka_unit_test_setup(test_half_close_backend_first, per_test),
         cmocka_unit_test_setup(test_parallel_clients, per_test),
@@ -1478,5 +1600,9 @@ int main(void)
         cmocka_unit_test_setup(test_iam_postgres_sslrequest_and_cancel, per_test),
         cmocka_unit_test_setup(test_iam_mysql, per_test),
     };
+    const char *filter = getenv("CSQL_TEST_FILTER"); /* e.g. "test_iam_*" */
+    if (filter != NULL && *filter) {
+        cmocka_set_test_filter(filter);
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -225,10 +225,16 @@ static void *acceptor_main(void *arg)
         if (pf[0].revents != 0) {
             break;
         }
+        bool broken = false;
         for (int i = 0; i < px->naddrs; i++) {
             if (pf[i + 1].revents & POLLIN) {
                 accept_burst(px, px->lfds[i]);
+            } else if (pf[i + 1].revents != 0) {
+                broken = true;
             }
+        }
+        if (broken) {
+            poll(NULL, 0, 10); /* a listener in error: do not spin on it */
         }
         reap(px, false);
     }
