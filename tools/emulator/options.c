@@ -46,7 +46,7 @@ static const char USAGE[] =
     "  --api-address ADDR       HTTP API address, a loopback literal (127.0.0.1)\n"
     "  --api-port PORT          HTTP API port; 0 picks a free one (0)\n"
     "  --server-port PORT       server-side proxy port on every instance IP (3307)\n"
-    "  --backend-source ADDR    bind backend TCP connections to this loopback address\n"
+    "  --backend-source ADDR    IAM-checked backend connections come from this loopback address\n"
     "  --static-token TOKEN     accept TOKEN as a bearer token with every scope (repeatable)\n"
     "  --static-principal EMAIL the principal static tokens stand for\n"
     "                           (" EMU_STATIC_PRINCIPAL_DEFAULT ")\n"
