@@ -4,6 +4,7 @@
  * createEphemeral (Google's v1 proxy).
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

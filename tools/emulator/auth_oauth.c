@@ -3,6 +3,7 @@
  * (JWT-bearer and refresh_token grants), the GCE metadata server's token and
  * email, and IAM Credentials generateAccessToken (impersonation).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
