@@ -59,7 +59,8 @@ for exe in "$work/dial_pc" "$work/dial_static" "$work/cmake/csql_example_dial"; 
     csql_expect_contains "$(basename "$exe") output" "connected:    TLSv1.3" "$out"
 done
 # The shared build really uses the installed library.
-LD_LIBRARY_PATH="$libdir" ldd "$work/dial_pc" | grep -q "$libdir/libcsql.so" || csql_die "dial_pc does not load $libdir/libcsql.so"
+libs=$(LD_LIBRARY_PATH="$libdir" ldd "$work/dial_pc")
+csql_expect_contains "dial_pc's libraries" "$libdir/libcsql.so" "$libs"
 # A bad instance name is reported, with a non-zero status.
 if out=$(LD_LIBRARY_PATH="$libdir" "$work/dial_pc" -t "$token" -e "$EMU_URL" "not-an-instance" 2>&1); then
     csql_die "dial accepted a bad instance name"
