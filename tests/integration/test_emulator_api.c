@@ -204,6 +204,15 @@ static resp generate(const char *inst_path, const char *bearer, const char *body
                                                              NULL});
 }
 
+/* generateEphemeralCert with the static bearer for key pem and login token (or NULL). */
+static resp generate_for(const char *inst_path, const char *pem, const char *access_token)
+{
+    char *body = gen_body(pem, access_token);
+    resp r = generate(inst_path, STATIC_TOKEN, body);
+    free(body);
+    return r;
+}
+
 /* A token from POST /emulator/tokens (lifetime < 0: the default). Caller frees. */
 static char *mint(const char *principal, const char *scope, long lifetime)
 {
@@ -589,9 +598,7 @@ static void test_generate_ephemeral_cert(void **state)
     (void)state;
     const char *pems[] = {pub_pem, pkcs1_pem};
     for (int i = 0; i < 2; i++) {
-        char *body = gen_body(pems[i], NULL);
-        resp r = generate(PG_PATH, STATIC_TOKEN, body);
-        free(body);
+        resp r = generate_for(PG_PATH, pems[i], NULL);
         if (r.status != 200)
             fail_msg("key form %d: %ld %s", i, r.status, r.body);
         json_t *j = json_of(&r);
@@ -664,9 +671,7 @@ static void test_iam_login_token(void **state)
     (void)state;
     char *login = mint("sa@p-test.iam.gserviceaccount.com", SCOPE_LOGIN, -1);
     long before = iam_bindings();
-    char *body = gen_body(pub_pem, login);
-    resp r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    resp r = generate_for(PG_PATH, pub_pem, login);
     assert_int_equal(r.status, 200);
     json_t *j = json_of(&r);
     check_client_cert(jstr(json_object_get(j, "ephemeralCert"), "cert"));
@@ -675,45 +680,33 @@ static void test_iam_login_token(void **state)
     assert_int_equal(iam_bindings(), before + 1);
 
     /* A static token is a valid login token too. */
-    body = gen_body(pub_pem, STATIC_TOKEN);
-    r = generate(CAS_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(CAS_PATH, pub_pem, STATIC_TOKEN);
     assert_int_equal(r.status, 200);
     resp_free(&r);
     assert_int_equal(iam_bindings(), before + 2);
 
     /* Wrong scope, unknown, expired: refused, nothing bound. */
     char *no_login = mint("sa@p-test.iam.gserviceaccount.com", SCOPE_EMAIL, -1);
-    body = gen_body(pub_pem, no_login);
-    r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(PG_PATH, pub_pem, no_login);
     expect_google_error(&r, 400, "INVALID_ARGUMENT");
     assert_non_null(strstr(r.body, "sqlservice.login"));
     resp_free(&r);
-    body = gen_body(pub_pem, "ya29.emu-unknown");
-    r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(PG_PATH, pub_pem, "ya29.emu-unknown");
     expect_google_error(&r, 401, "UNAUTHENTICATED");
     resp_free(&r);
     char *expired = mint("sa@p-test.iam.gserviceaccount.com", SCOPE_LOGIN, 0);
-    body = gen_body(pub_pem, expired);
-    r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(PG_PATH, pub_pem, expired);
     expect_google_error(&r, 401, "UNAUTHENTICATED");
     assert_non_null(strstr(r.body, "expired"));
     resp_free(&r);
 
     /* SQL Server has no IAM database authentication. */
-    body = gen_body(pub_pem, login);
-    r = generate(SS_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(SS_PATH, pub_pem, login);
     expect_google_error(&r, 400, "INVALID_ARGUMENT");
     assert_non_null(strstr(r.body, "SQL Server"));
     resp_free(&r);
     /* Without a login token SQL Server certificates are fine. */
-    body = gen_body(pub_pem, NULL);
-    r = generate(SS_PATH, STATIC_TOKEN, body);
-    free(body);
+    r = generate_for(SS_PATH, pub_pem, NULL);
     assert_int_equal(r.status, 200);
     resp_free(&r);
     assert_int_equal(iam_bindings(), before + 2);
@@ -977,9 +970,7 @@ static void test_token_refresh_grant(void **state)
     resp api = get_settings(PG_PATH, jstr(j, "access_token"));
     assert_int_equal(api.status, 200);
     resp_free(&api);
-    char *body = gen_body(pub_pem, jstr(j, "access_token"));
-    api = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    api = generate_for(PG_PATH, pub_pem, jstr(j, "access_token"));
     assert_int_equal(api.status, 200);
     resp_free(&api);
     json_decref(j);
@@ -1087,11 +1078,9 @@ static void test_impersonation(void **state)
     resp api = get_settings(PG_PATH, tok);
     assert_int_equal(api.status, 200);
     resp_free(&api);
-    /* The impersonated token is a login token for the target principal. */
-    char *gen = gen_body(pub_pem, tok);
-    api = generate(PG_PATH, STATIC_TOKEN, gen);
-    free(gen);
-    expect_google_error(&api, 400, "INVALID_ARGUMENT"); /* it lacks sqlservice.login */
+    /* It has only the scopes asked for: not a login token. */
+    api = generate_for(PG_PATH, pub_pem, tok);
+    expect_google_error(&api, 400, "INVALID_ARGUMENT");
     resp_free(&api);
     json_decref(j);
     resp_free(&r);
@@ -1145,9 +1134,7 @@ static void test_fault_statuses(void **state)
     }
     add_fault("{\"endpoint\":\"generateEphemeralCert\",\"status\":503,\"message\":\"maintenance\","
               "\"reason\":\"BACKEND_BUSY\",\"count\":1}");
-    char *body = gen_body(pub_pem, NULL);
-    resp r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    resp r = generate_for(PG_PATH, pub_pem, NULL);
     expect_google_error(&r, 503, "BACKEND_BUSY");
     assert_non_null(strstr(r.body, "maintenance"));
     resp_free(&r);
@@ -1273,9 +1260,7 @@ static void test_cert_lifetime(void **state)
 {
     (void)state;
     assert_int_equal(admin("POST", "/emulator/cert-lifetime", "{\"seconds\":20}"), 200);
-    char *body = gen_body(pub_pem, NULL);
-    resp r = generate(PG_PATH, STATIC_TOKEN, body);
-    free(body);
+    resp r = generate_for(PG_PATH, pub_pem, NULL);
     json_t *j = json_of(&r);
     time_t na = cert_not_after(jstr(json_object_get(j, "ephemeralCert"), "cert"));
     time_t now = time(NULL);
