@@ -31,7 +31,10 @@ csql_start_mariadb() {
     local dir out
     dir=$(mktemp -d /tmp/csql-my.XXXXXX) || csql_die "cannot create a temp dir for MariaDB"
     csql_defer "$CSQL_REPO/scripts/db/mariadb-stop.sh" "$dir"
-    out=$(CSQL_IAM_SOURCE=${1:-} "$CSQL_REPO/scripts/db/mariadb-start.sh" "$dir") \
+    # A private tmpdir: concurrent mariadb-install-db runs sharing /tmp sometimes
+    # fail ("Unknown table 'mysql.tmp_user_sys'" after a temp table vanished).
+    mkdir "$dir/tmp"
+    out=$(TMPDIR=$dir/tmp CSQL_IAM_SOURCE=${1:-} "$CSQL_REPO/scripts/db/mariadb-start.sh" "$dir") \
         || csql_die "MariaDB did not start (scripts/db/mariadb-start.sh $dir)"
     eval "$out"
     csql_log "MariaDB on 127.0.0.1:$CSQL_MY_PORT${1:+ (IAM users from $1)}"
