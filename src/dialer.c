@@ -17,6 +17,7 @@
 #include "csql/version.h"
 #include "dial_socket.h"
 #include "http.h"
+#include "loop.h"
 #include "util/clock.h"
 
 #define MAX_TIMEOUT_MS 3600000u
@@ -136,6 +137,8 @@ void csql_dialer_free(csql_dialer *d)
 {
     if (d != NULL) {
         atomic_store(&d->closed, true);
+        /* Local endpoints' forwarding (keyed by this dialer) ends first: it dials through us. */
+        csql__loop_reap(d, true);
         dialer_destroy(d);
     }
 }
