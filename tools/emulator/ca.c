@@ -354,9 +354,9 @@ char *emu_ca_default_dns_name(const char *project, const char *region, const cha
     return s;
 }
 
-/* Builds a CA (self-signed when issuer is NULL); appends it to the chain. */
-static X509 *build_ca(emu_server_id *id, const char *org, const char *cn, X509 *issuer,
-                      EVP_PKEY *issuer_key, EVP_PKEY **key_out, time_t now)
+/* A CA certificate and its key (self-signed when issuer is NULL). */
+static X509 *build_ca(const char *org, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
+                      EVP_PKEY **key_out, time_t now)
 {
     cert_spec spec = {.org = org,
                       .cn = cn,
@@ -366,9 +366,7 @@ static X509 *build_ca(emu_server_id *id, const char *org, const char *cn, X509 *
     EVP_PKEY *key = new_key();
     X509 *cert = NULL;
     if (key == NULL || random_serial(&spec.serial) != 0 ||
-        (cert = make_cert(&spec, key, issuer, issuer_key)) == NULL ||
-        sk_X509_push(id->chain, cert) <= 0) {
-        X509_free(cert);
+        (cert = make_cert(&spec, key, issuer, issuer_key)) == NULL) {
         EVP_PKEY_free(key);
         return NULL;
     }
@@ -376,106 +374,137 @@ static X509 *build_ca(emu_server_id *id, const char *org, const char *cn, X509 *
     return cert;
 }
 
-static int append_pem(char **acc, X509 *cert)
+/* Appends cert's PEM to the bundle clients must trust; tracks the earliest CA expiry. */
+static int add_to_bundle(emu_server_id *id, X509 *cert)
 {
     char *pem = cert_pem_dup(cert);
-    if (pem == NULL) {
-        return -1;
-    }
-    size_t old = *acc ? strlen(*acc) : 0, add = strlen(pem);
-    char *n = realloc(*acc, old + add + 1);
+    size_t old = id->ca_pem ? strlen(id->ca_pem) : 0, add = pem ? strlen(pem) : 0;
+    char *n = pem ? realloc(id->ca_pem, old + add + 1) : NULL;
     if (n == NULL) {
         free(pem);
         return -1;
     }
     memcpy(n + old, pem, add + 1);
-    *acc = n;
+    id->ca_pem = n;
     free(pem);
+    time_t exp = cert_not_after(cert);
+    if (id->ca_expiry == 0 || exp < id->ca_expiry) {
+        id->ca_expiry = exp;
+    }
     return 0;
+}
+
+/* Appends cert (a new reference) to the chain the server sends after its leaf. */
+static int add_to_chain(emu_server_id *id, X509 *cert)
+{
+    if (X509_up_ref(cert) != 1) {
+        return -1;
+    }
+    if (sk_X509_push(id->chain, cert) <= 0) {
+        X509_free(cert);
+        return -1;
+    }
+    return 0;
+}
+
+/* The server leaf and its key, signed by issuer. */
+static int sign_leaf(emu_server_id *id, cert_spec *leaf, X509 *issuer, EVP_PKEY *issuer_key)
+{
+    if ((id->leaf_key = new_key()) == NULL || random_serial(&leaf->serial) != 0) {
+        return -1;
+    }
+    id->leaf = make_cert(leaf, id->leaf_key, issuer, issuer_key);
+    return id->leaf != NULL ? 0 : -1;
+}
+
+/* Self-signed per-instance CA; leaf CN "project:instance", no SAN. */
+static int build_legacy(emu_server_id *id, const char *cn, time_t now)
+{
+    EVP_PKEY *ca_key = NULL;
+    X509 *ca = build_ca("Google, Inc", "Google Cloud SQL Server CA", NULL, NULL, &ca_key, now);
+    cert_spec leaf = {.org = "Google, Inc",
+                      .cn = cn,
+                      .not_before = now - 3600,
+                      .not_after = now + LEAF_VALIDITY_S,
+                      .profile = PROFILE_SERVER};
+    int rc = ca != NULL && add_to_bundle(id, ca) == 0 && add_to_chain(id, ca) == 0
+                 ? sign_leaf(id, &leaf, ca, ca_key)
+                 : -1;
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+    return rc;
+}
+
+/*
+ * Root -> intermediate -> leaf with SAN (and CN) = the DNS name. Bundle root
+ * then intermediate; the chain sent after the leaf [intermediate, root], as
+ * Cloud SQL sends it.
+ */
+static int build_cas(emu_server_id *id, time_t now)
+{
+    EVP_PKEY *root_key = NULL, *int_key = NULL;
+    X509 *root = build_ca("Google LLC", "Google Cloud SQL Root CA", NULL, NULL, &root_key, now);
+    X509 *inter = root ? build_ca("Google LLC", "Google Cloud SQL Intermediate CA", root,
+                                  root_key, &int_key, now)
+                       : NULL;
+    cert_spec leaf = {.org = "Google LLC",
+                      .cn = id->dns_name,
+                      .dns_san = id->dns_name,
+                      .not_before = now - 3600,
+                      .not_after = now + LEAF_VALIDITY_S,
+                      .profile = PROFILE_SERVER};
+    int rc = inter != NULL && add_to_bundle(id, root) == 0 && add_to_bundle(id, inter) == 0 &&
+                     add_to_chain(id, inter) == 0 && add_to_chain(id, root) == 0
+                 ? sign_leaf(id, &leaf, inter, int_key)
+                 : -1;
+    X509_free(root);
+    X509_free(inter);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    return rc;
+}
+
+/* The SAN for a CAS leaf: the given name without its trailing dot, or the default. */
+static char *cas_dns_name(const char *dns_name, const char *project, const char *region,
+                          const char *instance)
+{
+    if (dns_name == NULL || dns_name[0] == '\0') {
+        return emu_ca_default_dns_name(project, region, instance);
+    }
+    char *s = strdup(dns_name);
+    size_t n = s ? strlen(s) : 0;
+    if (n > 0 && s[n - 1] == '.') {
+        s[n - 1] = '\0'; /* a SAN has none; clients compare without it (REFERENCE §4) */
+    }
+    return s;
 }
 
 emu_server_id *emu_server_id_new(emu_ca_mode mode, const char *project, const char *region,
                                  const char *instance, const char *dns_name, char *err,
                                  size_t errlen)
 {
-    emu_server_id *id = calloc(1, sizeof(*id));
-    EVP_PKEY *root_key = NULL, *int_key = NULL;
     char cn[300];
+    if ((size_t)snprintf(cn, sizeof(cn), "%s:%s", project, instance) >= sizeof(cn)) {
+        snprintf(err, errlen, "server identity: project:instance too long");
+        return NULL;
+    }
     time_t now = time(NULL);
-    cert_spec leaf = {.org = "Google, Inc",
-                      .not_before = now - 3600,
-                      .not_after = now + LEAF_VALIDITY_S,
-                      .profile = PROFILE_SERVER};
-
+    emu_server_id *id = calloc(1, sizeof(*id));
     if (id == NULL || (id->chain = sk_X509_new_null()) == NULL) {
         goto fail;
     }
     id->mode = mode;
-    if ((size_t)snprintf(cn, sizeof(cn), "%s:%s", project, instance) >= sizeof(cn)) {
-        snprintf(err, errlen, "server identity: project:instance too long");
-        goto fail_quiet;
-    }
     if (mode == EMU_CA_LEGACY) {
-        X509 *ca = build_ca(id, "Google, Inc", "Google Cloud SQL Server CA", NULL, NULL,
-                            &root_key, now);
-        if (ca == NULL || append_pem(&id->ca_pem, ca) != 0) {
+        if (build_legacy(id, cn, now) != 0) {
             goto fail;
         }
-        id->ca_expiry = cert_not_after(ca);
-        leaf.cn = cn;
-        if ((id->leaf_key = new_key()) == NULL ||
-            random_serial(&leaf.serial) != 0 ||
-            (id->leaf = make_cert(&leaf, id->leaf_key, ca, root_key)) == NULL) {
-            goto fail;
-        }
-    } else {
-        if (dns_name != NULL && dns_name[0] != '\0') {
-            id->dns_name = strdup(dns_name);
-            /* A SAN has no trailing dot; clients compare without it (REFERENCE §4). */
-            size_t n = id->dns_name ? strlen(id->dns_name) : 0;
-            if (n > 0 && id->dns_name[n - 1] == '.') {
-                id->dns_name[n - 1] = '\0';
-            }
-        } else {
-            id->dns_name = emu_ca_default_dns_name(project, region, instance);
-        }
-        if (id->dns_name == NULL) {
-            goto fail;
-        }
-        X509 *root = build_ca(id, "Google LLC", "Google Cloud SQL Root CA", NULL, NULL,
-                              &root_key, now);
-        X509 *inter = root ? build_ca(id, "Google LLC", "Google Cloud SQL Intermediate CA", root,
-                                      root_key, &int_key, now)
-                           : NULL;
-        if (inter == NULL || append_pem(&id->ca_pem, root) != 0 ||
-            append_pem(&id->ca_pem, inter) != 0) {
-            goto fail;
-        }
-        /* Send [intermediate, root] after the leaf, as Cloud SQL does. */
-        (void)sk_X509_shift(id->chain);
-        if (sk_X509_push(id->chain, root) <= 0) {
-            X509_free(root);
-            goto fail;
-        }
-        time_t a = cert_not_after(root), b = cert_not_after(inter);
-        id->ca_expiry = a < b ? a : b;
-        leaf.org = "Google LLC";
-        leaf.cn = id->dns_name;
-        leaf.dns_san = id->dns_name;
-        if ((id->leaf_key = new_key()) == NULL ||
-            random_serial(&leaf.serial) != 0 ||
-            (id->leaf = make_cert(&leaf, id->leaf_key, inter, int_key)) == NULL) {
-            goto fail;
-        }
+    } else if ((id->dns_name = cas_dns_name(dns_name, project, region, instance)) == NULL ||
+               build_cas(id, now) != 0) {
+        goto fail;
     }
-    EVP_PKEY_free(root_key);
-    EVP_PKEY_free(int_key);
     return id;
 fail:
     set_err(err, errlen, "server identity: cannot create certificates");
-fail_quiet:
-    EVP_PKEY_free(root_key);
-    EVP_PKEY_free(int_key);
     emu_server_id_free(id);
     return NULL;
 }
