@@ -513,6 +513,35 @@ static void test_drop_lazy(void **state)
     drop(CSQL_REFRESH_LAZY);
 }
 
+static void test_drop_after_tls_error_fails_fast_when_rate_limited(void **state)
+{
+    (void)state;
+    fake f;
+    fake_init(&f);
+    csql__cache *c = mkcache(&f, CSQL_REFRESH_BACKGROUND, 60000);
+    csql__instance_name n = mkname("a");
+    csql__cache_entry *e = NULL;
+    csql__certset *cs1 = NULL, *cs2 = NULL;
+    assert_int_equal(csql__cache_get(c, &n, false, deadline_in(5000), &e, &cs1), 0);
+    /* A handshake failure (CA rotation): the second token refreshes at once. */
+    csql__error(CSQL_ERR_TLS_VERIFY, "server certificate for proj:reg:a not trusted");
+    csql__cache_drop(e, cs1);
+    assert_int_equal(get(c, "a", false, 5000, &cs2), 0);
+    assert_int_equal(atomic_load(&f.calls), 2);
+    /* It fails again: no token for 60 s, so dials report the TLS failure at once. */
+    csql__error(CSQL_ERR_TLS_VERIFY, "server certificate for proj:reg:a not trusted");
+    csql__cache_drop(e, cs2);
+    int64_t t0 = csql__mono_ms();
+    assert_int_equal(get(c, "a", false, 5000, NULL), CSQL_ERR_TLS_VERIFY);
+    assert_true(csql__mono_ms() - t0 < 500);
+    assert_non_null(strstr(csql_error_last()->message, "not trusted"));
+    assert_int_equal(atomic_load(&f.calls), 2);
+    csql__certset_unref(cs1);
+    csql__certset_unref(cs2);
+    csql__cache_entry_unref(e);
+    csql__cache_free(c);
+}
+
 static void test_hook_outlives_cache(void **state)
 {
     (void)state;
@@ -682,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_force_refresh_lazy),
         cmocka_unit_test(test_drop_background),
         cmocka_unit_test(test_drop_lazy),
+        cmocka_unit_test(test_drop_after_tls_error_fails_fast_when_rate_limited),
         cmocka_unit_test(test_hook_outlives_cache),
         cmocka_unit_test(test_close_cancels_and_wakes_waiters),
         cmocka_unit_test_teardown(test_clock_jump_refreshes_at_dial, teardown_clock),
