@@ -337,6 +337,7 @@ static struct fix {
     X509 *good, *expired, *foreign;
     char ip[8][32];
     emu_instance *pg, *my, *tcp;
+    int port_override; /* instance(): listen here instead of PORT */
 } F;
 
 static X509 *pem_cert(const char *pem)
@@ -379,7 +380,9 @@ static emu_instance *instance(const char *name, const char *version, const char 
         fprintf(stderr, "instance %s: %s\n", spec, err);
         return NULL;
     }
-    emu_proxy_config cfg = {.signing_ca = F.ca, .server_port = PORT, .backend_source = source};
+    emu_proxy_config cfg = {.signing_ca = F.ca,
+                            .server_port = F.port_override ? F.port_override : PORT,
+                            .backend_source = source};
     if (emu_proxy_start(inst, &cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "proxy %s: %s\n", spec, err);
         emu_instance_free(inst);
@@ -460,15 +463,29 @@ typedef struct cli_opts {
     X509 *cert;        /* NULL: no client certificate */
     const char *trust; /* CA PEM(s); NULL: the instance's current bundle */
     int max_proto;     /* 0: TLS 1.3 */
+    int port;          /* 0: PORT */
 } cli_opts;
 
 /* fd, or -errno. */
 static int tcp_connect(const char *ip, int port)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sin.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        inet_pton(AF_INET6, ip, &s6->sin6_addr);
+        len = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, ip, &s4->sin_addr);
+        len = sizeof(*s4);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
         close(fd);
         return -e;
@@ -511,7 +528,7 @@ static int client_open(client *c, emu_instance *inst, const char *ip, const cli_
     assert_true(add_trust(c->ctx, o->trust ? o->trust : bundle) >= 1);
     free(bundle);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    c->fd = tcp_connect(ip, PORT);
+    c->fd = tcp_connect(ip, o->port ? o->port : PORT);
     assert_true(c->fd >= 0);
     c->ssl = SSL_new(c->ctx);
     SSL_set_fd(c->ssl, c->fd);
@@ -1340,6 +1357,35 @@ static void test_backend_down_and_stop(void **state)
     emu_instance_free(st);
 }
 
+/* An IPv6 loopback instance address (on a pid-derived port: ::1 is shared by all tests). */
+static void test_ipv6_address(void **state)
+{
+    (void)state;
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int have_v6 = probe >= 0 && bind(probe, (struct sockaddr *)&s6, sizeof(s6)) == 0;
+    if (probe >= 0) {
+        close(probe);
+    }
+    if (!have_v6) {
+        skip();
+    }
+    F.port_override = 20000 + (int)(getpid() % 20000);
+    emu_instance *v6 = instance("v6", "POSTGRES_15", "::1", NULL, bk.path, "legacy", NULL);
+    F.port_override = 0;
+    assert_non_null(v6);
+    client c;
+    cli_opts o = {.cert = F.good, .port = 20000 + (int)(getpid() % 20000)};
+    uint8_t in[3];
+    assert_int_equal(client_open(&c, v6, "::1", &o), 0);
+    send_all(&c, "six", 3);
+    assert_int_equal(recv_exact(&c, in, 3), 0);
+    assert_memory_equal(in, "six", 3);
+    client_close(&c);
+    emu_proxy_stop(v6);
+    emu_instance_free(v6);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -1595,6 +1641,7 @@ int main(void)
         cmocka_unit_test_setup(test_cas_chain, per_test),
         cmocka_unit_test_setup(test_backend_source, per_test),
         cmocka_unit_test_setup(test_backend_down_and_stop, per_test),
+        cmocka_unit_test_setup(test_ipv6_address, per_test),
         cmocka_unit_test_setup(test_bad_config, per_test),
         cmocka_unit_test_setup(test_iam_postgres, per_test),
         cmocka_unit_test_setup(test_iam_postgres_sslrequest_and_cancel, per_test),
