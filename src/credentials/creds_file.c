@@ -109,6 +109,9 @@ int csql__creds_file_parse(const char *json, size_t len, const char *origin,
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     int rc = CSQL_OK;
+    if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory) {
+        return csql__error(CSQL_ERR_NOMEM, "%s: out of memory parsing JSON", origin);
+    }
     if (root == NULL) {
         /* jerr.text may quote the input (a key); report the position only. */
         return csql__error(CSQL_ERR_CREDENTIALS, "%s: not valid JSON (line %d, column %d)",

@@ -81,6 +81,9 @@ static int load_object(const char *body, size_t len, const char *what, long stat
     json_error_t jerr;
     *out = NULL;
     json_t *root = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (root == NULL && body != NULL && json_error_code(&jerr) == json_error_out_of_memory) {
+        return csql__error(CSQL_ERR_NOMEM, "%s: out of memory parsing the answer", what);
+    }
     if (root == NULL) {
         return csql__error_http(CSQL_ERR_TOKEN, status, NULL,
                                 "%s answered with a body that is not JSON", what);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,6 +462,47 @@ static void test_adc_chain_order(void **state)
     csqlt_rmdir(dir);
 }
 
+/* ---------------- allocation failures inside jansson ---------------- */
+
+static long g_allocs_left;
+
+static void *failing_malloc(size_t n)
+{
+    if (g_allocs_left-- <= 0) {
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void test_parse_survives_allocation_failures(void **state)
+{
+    (void)state;
+    json_t *objs[2] = {sa_json(), user_json()};
+    for (int k = 0; k < 2; k++) {
+        char *text = json_dumps(objs[k], 0);
+        bool succeeded = false;
+        for (long n = 0; n < 500 && !succeeded; n++) {
+            csql__creds_file f;
+            g_allocs_left = n;
+            json_set_alloc_funcs(failing_malloc, free);
+            int rc = csql__creds_file_parse(text, strlen(text), "credentials JSON", &f);
+            json_set_alloc_funcs(malloc, free);
+            if (rc == CSQL_OK) {
+                succeeded = true;
+                csql__creds_file_dispose(&f);
+            } else {
+                /* jansson does not always tell an allocation failure from bad input */
+                assert_true(rc == CSQL_ERR_NOMEM || rc == CSQL_ERR_CREDENTIALS);
+                assert_null(f.client_email);
+                assert_null(f.client_id);
+            }
+        }
+        assert_true(succeeded);
+        free(text);
+        json_decref(objs[k]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_private_key_must_be_rsa_pem),
         cmocka_unit_test(test_creds_new_file_and_json),
         cmocka_unit_test(test_adc_chain_order),
+        cmocka_unit_test(test_parse_survives_allocation_failures),
     };
     return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "credentials/creds_internal.h"
 #include "error.h"
 
@@ -277,6 +279,48 @@ static void test_rfc3339(void **state)
     }
 }
 
+static long g_allocs_left;
+
+static void *failing_malloc(size_t n)
+{
+    if (g_allocs_left-- <= 0) {
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void test_parse_survives_allocation_failures(void **state)
+{
+    (void)state;
+    const char *ok = "{\"access_token\":\"ya29.x\",\"expires_in\":3600,\"token_type\":\"Bearer\"}";
+    const char *err = "{\"error\":{\"code\":500,\"message\":\"m\",\"status\":\"INTERNAL\"}}";
+    const char *imp_ok = "{\"accessToken\":\"a\",\"expireTime\":\"2030-01-01T00:00:00Z\"}";
+    for (long n = 0; n < 200; n++) {
+        csql__token t;
+        g_allocs_left = n;
+        json_set_alloc_funcs(failing_malloc, free);
+        int rc1 = csql__token_response_parse(200, ok, strlen(ok), WHAT, 0, &t);
+        json_set_alloc_funcs(malloc, free);
+        /* jansson does not always tell an allocation failure from bad input */
+        assert_true(rc1 == CSQL_OK || rc1 == CSQL_ERR_NOMEM || rc1 == CSQL_ERR_TOKEN);
+        csql__token_dispose(&t);
+
+        g_allocs_left = n;
+        json_set_alloc_funcs(failing_malloc, free);
+        int rc2 = csql__token_response_parse(500, err, strlen(err), WHAT, 0, &t);
+        json_set_alloc_funcs(malloc, free);
+        assert_int_equal(rc2, CSQL_ERR_TOKEN); /* a summary of the body at worst */
+        assert_null(t.value);
+
+        g_allocs_left = n;
+        json_set_alloc_funcs(failing_malloc, free);
+        int rc3 = csql__impersonate_response_parse(200, imp_ok, strlen(imp_ok), WHAT, &t);
+        json_set_alloc_funcs(malloc, free);
+        assert_true(rc3 == CSQL_OK || rc3 == CSQL_ERR_NOMEM || rc3 == CSQL_ERR_TOKEN);
+        csql__token_dispose(&t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_error_body_not_json_is_bounded),
         cmocka_unit_test(test_impersonate_answer),
         cmocka_unit_test(test_rfc3339),
+        cmocka_unit_test(test_parse_survives_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
