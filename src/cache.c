@@ -143,6 +143,11 @@ static int find_or_create_locked(csql__cache *c, const csql__instance_name *name
         c->entries = grown;
         c->cap_entries = cap;
     }
+    if (c->o.strategy == CSQL_REFRESH_BACKGROUND &&
+        csql__sched_reserve_locked(c, c->cap_entries) != 0) {
+        return csql__error(CSQL_ERR_NOMEM, "out of memory adding %s to the certificate cache",
+                           name->full);
+    }
     e = entry_new(c, name, iam);
     if (e == NULL) {
         return csql__error(CSQL_ERR_NOMEM, "out of memory adding %s to the certificate cache",

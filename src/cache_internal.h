@@ -74,6 +74,8 @@ int csql__refresher_start(csql__cache *c);
 void csql__refresher_join(csql__cache *c);
 /* (Re)schedule e at due_wall_ms (earlier of the old and new time if already scheduled). mu held. */
 void csql__sched_at_locked(csql__cache *c, csql__cache_entry *e, int64_t due_wall_ms);
+/* Make room in the heap for n entries (so scheduling never allocates). 0 or -1. mu held. */
+int csql__sched_reserve_locked(csql__cache *c, size_t n);
 /* Take e out of the schedule. mu held. */
 void csql__sched_remove_locked(csql__cache *c, csql__cache_entry *e);
 

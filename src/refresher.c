@@ -57,16 +57,25 @@ static void sift_down(csql__cache *c, size_t i)
     heap_set(c, i, e);
 }
 
+int csql__sched_reserve_locked(csql__cache *c, size_t n)
+{
+    if (n <= c->cap_heap) {
+        return 0;
+    }
+    csql__cache_entry **grown = realloc(c->heap, n * sizeof(*grown));
+    if (grown == NULL) {
+        return -1;
+    }
+    c->heap = grown;
+    c->cap_heap = n;
+    return 0;
+}
+
 static int heap_push(csql__cache *c, csql__cache_entry *e)
 {
-    if (c->n_heap == c->cap_heap) {
-        size_t cap = c->cap_heap ? c->cap_heap * 2 : 8;
-        csql__cache_entry **grown = realloc(c->heap, cap * sizeof(*grown));
-        if (grown == NULL) {
-            return -1;
-        }
-        c->heap = grown;
-        c->cap_heap = cap;
+    /* Room for every entry is reserved when the entry is made; this is a backstop. */
+    if (c->n_heap == c->cap_heap && csql__sched_reserve_locked(c, c->cap_heap * 2 + 8) != 0) {
+        return -1;
     }
     heap_set(c, c->n_heap++, e);
     sift_up(c, c->n_heap - 1);

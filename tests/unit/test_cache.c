@@ -33,6 +33,7 @@ typedef struct fake {
     atomic_llong last_deadline; /* deadline_ms of the last call */
     atomic_int last_iam;
     atomic_int cancelled;       /* refreshes that gave up because of cancel */
+    atomic_int misbehave;       /* 1: succeed without a certset; 2: fail without raising */
 } fake;
 
 static void fake_init(fake *f)
@@ -65,6 +66,12 @@ static int fake_refresh(void *arg, const csql__instance_name *name, bool iam, in
             return csql__error(CSQL_ERR_TIMEOUT, "refresh of %s timed out", name->full);
         }
         sleep_ms(5);
+    }
+    if (atomic_load(&f->misbehave) == 1) {
+        return 0;
+    }
+    if (atomic_load(&f->misbehave) == 2) {
+        return 7;
     }
     int code = atomic_load(&f->fail_code);
     if (code != 0) {
@@ -677,6 +684,22 @@ static void test_expired_result_is_an_error(void **state)
     csql__cache_free(c);
 }
 
+static void test_misbehaving_refresh_is_an_internal_error(void **state)
+{
+    (void)state;
+    fake f;
+    fake_init(&f);
+    atomic_store(&f.misbehave, 1);
+    csql__cache *c = mkcache(&f, CSQL_REFRESH_LAZY, 0);
+    assert_int_equal(get(c, "a", false, 5000, NULL), CSQL_ERR_INTERNAL);
+    assert_non_null(strstr(csql_error_last()->message, "returned no certificate"));
+    atomic_store(&f.misbehave, 2);
+    assert_int_equal(get(c, "b", false, 5000, NULL), CSQL_ERR_INTERNAL);
+    assert_non_null(strstr(csql_error_last()->message, "proj:reg:b failed without details"));
+    assert_int_equal(csql_err_category_of(CSQL_ERR_INTERNAL), CSQL_CAT_INTERNAL);
+    csql__cache_free(c);
+}
+
 static void test_warmup(void **state)
 {
     (void)state;
@@ -719,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_get_times_out_naming_instance),
         cmocka_unit_test(test_iam_flag_is_part_of_the_key),
         cmocka_unit_test(test_expired_result_is_an_error),
+        cmocka_unit_test(test_misbehaving_refresh_is_an_internal_error),
         cmocka_unit_test(test_warmup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
