@@ -67,7 +67,11 @@ static int raise_error_body(long status, const char *body, size_t len, const cha
             summarise(msg, sizeof(msg), m, strlen(m));
         }
     }
-    if (msg[0] == '\0' && body != NULL) {
+    if (msg[0] == '\0' && root != NULL) {
+        /* JSON without an error text may carry a token (a proxy relaying a 2xx body with a
+         * 5xx status): never quote it. */
+        snprintf(msg, sizeof(msg), "a JSON answer of %zu bytes without an error description", len);
+    } else if (msg[0] == '\0' && body != NULL && len > 0) {
         summarise(msg, sizeof(msg), body, len);
     }
     json_decref(root);

@@ -213,6 +213,24 @@ static int imp(long status, const char *body, csql__token *t)
     return csql__impersonate_response_parse(status, body, strlen(body), "generateAccessToken", t);
 }
 
+/* Found by fuzz_token_response: a non-2xx JSON answer was quoted whole, token included. */
+static void test_error_body_never_quotes_a_token(void **state)
+{
+    (void)state;
+    csql__token t;
+    assert_int_equal(parse(500, "{\"access_token\":\"ya29.secret-token-value\",\"expires_in\":3599}",
+                           &t),
+                     CSQL_ERR_TOKEN);
+    assert_msg_lacks("ya29.secret-token-value");
+    assert_msg_has("HTTP 500: a JSON answer of");
+    assert_int_equal(parse(503, "{\"error\":{},\"access_token\":\"ya29.secret-token-value\"}", &t),
+                     CSQL_ERR_TOKEN);
+    assert_msg_lacks("ya29.secret-token-value");
+    assert_int_equal(imp(502, "{\"accessToken\":\"ya29.secret-token-value\"}", &t),
+                     CSQL_ERR_TOKEN);
+    assert_msg_lacks("ya29.secret-token-value");
+}
+
 static void test_impersonate_answer(void **state)
 {
     (void)state;
@@ -332,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_oauth_error_body),
         cmocka_unit_test(test_google_error_body),
         cmocka_unit_test(test_error_body_not_json_is_bounded),
+        cmocka_unit_test(test_error_body_never_quotes_a_token),
         cmocka_unit_test(test_impersonate_answer),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_parse_survives_allocation_failures),
