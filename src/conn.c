@@ -25,7 +25,6 @@
 
 #include "error.h"
 #include "tls.h"
-#include "util/nosigpipe.h"
 
 /*
  * A wait for the "other" direction (a read that must write, a write that must
@@ -182,14 +181,11 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
             pthread_mutex_unlock(c->lock);
             return rc;
         }
-        csql__sigpipe_guard guard;
-        csql__sigpipe_block(&guard);
         errno = 0;
         size_t n = 0;
         int r = SSL_read_ex(c->ssl, buf, len, &n);
         int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
         int sys_errno = errno;
-        csql__sigpipe_restore(&guard);
         if (r == 1) {
             pthread_mutex_unlock(c->lock);
             return (ssize_t)n;
@@ -244,14 +240,11 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
                                                 "down for writing",
                                c->instance);
         }
-        csql__sigpipe_guard guard;
-        csql__sigpipe_block(&guard);
         errno = 0;
         size_t n = 0;
         int r = SSL_write_ex(c->ssl, buf, len, &n);
         int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
         int sys_errno = errno;
-        csql__sigpipe_restore(&guard);
         if (r == 1) {
             pthread_mutex_unlock(c->lock);
             return (ssize_t)n;
@@ -310,14 +303,11 @@ int csql_conn_shutdown(csql_conn *c)
             pthread_mutex_unlock(c->lock);
             return CSQL_OK;
         }
-        csql__sigpipe_guard guard;
-        csql__sigpipe_block(&guard);
         errno = 0;
         /* First call only: sends close_notify and does not wait for the server's. */
         int r = SSL_shutdown(c->ssl);
         int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
         int sys_errno = errno;
-        csql__sigpipe_restore(&guard);
         if (r >= 0) {
             c->write_shut = true;
             /* The TCP half-close follows the close_notify out; reads go on. */
@@ -363,10 +353,7 @@ void csql_conn_close(csql_conn *c)
     pthread_mutex_lock(c->lock);
     if (!c->failed && !c->write_shut && SSL_is_init_finished(c->ssl)) {
         /* Best effort close_notify: the socket is non-blocking, so this never waits. */
-        csql__sigpipe_guard guard;
-        csql__sigpipe_block(&guard);
         (void)SSL_shutdown(c->ssl);
-        csql__sigpipe_restore(&guard);
     }
     ERR_clear_error();
     SSL_free(c->ssl);

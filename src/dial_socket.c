@@ -24,9 +24,9 @@
 #include "csql/version.h"
 #include "error.h"
 #include "mdx.h"
+#include "sockbio.h"
 #include "tls.h"
 #include "util/clock.h"
-#include "util/nosigpipe.h"
 
 #define MAX_ADDRESSES 16
 #define MDX_HEADER_LEN 12
@@ -193,8 +193,6 @@ static int ssl_op(SSL *ssl, int fd, int op, void *buf, size_t len, int64_t deadl
                   int *ssl_err, int *sys_errno)
 {
     for (;;) {
-        csql__sigpipe_guard guard;
-        csql__sigpipe_block(&guard);
         errno = 0;
         int r;
         size_t done = 0;
@@ -207,7 +205,6 @@ static int ssl_op(SSL *ssl, int fd, int op, void *buf, size_t len, int64_t deadl
         }
         int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
         *sys_errno = errno;
-        csql__sigpipe_restore(&guard);
         if (r == 1) {
             *n = done;
             return 1;
@@ -263,9 +260,16 @@ static int tls_handshake(dial_ctx *d, int fd, SSL **out)
     }
     /* A clean TCP EOF reads as end of stream rather than as a TLS error. */
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-    if (SSL_set_fd(ssl, fd) != 1 ||
-        (info->dns_name != NULL && info->dns_name[0] != '\0' &&
-         SSL_set_tlsext_host_name(ssl, info->dns_name) != 1)) {
+    /* Our socket BIO writes with MSG_NOSIGNAL: no SIGPIPE for the application. */
+    BIO *bio = csql__sockbio_new(fd);
+    if (bio == NULL) {
+        ERR_clear_error();
+        rc = csql__error(CSQL_ERR_NOMEM, "%s: could not create the socket BIO", what);
+        goto fail;
+    }
+    SSL_set_bio(ssl, bio, bio);
+    if (info->dns_name != NULL && info->dns_name[0] != '\0' &&
+        SSL_set_tlsext_host_name(ssl, info->dns_name) != 1) {
         rc = csql__tls_raise(ssl, CSQL_ERR_INTERNAL, what);
         goto fail;
     }

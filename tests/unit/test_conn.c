@@ -520,6 +520,7 @@ static void test_accessors(void **state)
     assert_true(csql_conn_fd(cl.c) >= 0);
     assert_non_null(csql_conn_ssl(cl.c));
     assert_int_equal(SSL_version(csql_conn_ssl(cl.c)), TLS1_3_VERSION);
+    assert_int_equal(SSL_get_fd(csql_conn_ssl(cl.c)), csql_conn_fd(cl.c)); /* our socket BIO */
     assert_string_equal(csql_conn_instance(cl.c), "p:r:i");
     assert_int_equal(csql_conn_write_all(cl.c, "abcdef", 6), 0);
     char buf[2];
