@@ -559,6 +559,8 @@ int csql__fwd_start(csql__loop *loop, int local_fd, const csql__fwd_remote *remo
         SSL_set_mode(remote->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY |
                                       SSL_MODE_RELEASE_BUFFERS);
+        /* Whole socket reads instead of header-then-body per record: fewer system calls. */
+        SSL_set_read_ahead(remote->ssl, 1);
     }
 
     f->lio = (csql__loop_io){.fd = local_fd, .fn = on_local, .arg = f};

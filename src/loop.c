@@ -393,14 +393,16 @@ int csql__loop_acquire(const void *key, csql__loop **out)
     }
     int rc = CSQL_OK;
     if (found == NULL) {
-        rc = loop_start(key, &found);
-        if (rc == CSQL_OK) {
-            found->linked = true;
-            found->reg_next = g_reg_head;
-            g_reg_head = found;
+        csql__loop *fresh = NULL;
+        rc = loop_start(key, &fresh);
+        if (rc == CSQL_OK && fresh != NULL) {
+            fresh->linked = true;
+            fresh->reg_next = g_reg_head;
+            g_reg_head = fresh;
+            found = fresh;
         }
     }
-    if (rc == CSQL_OK) {
+    if (found != NULL) {
         found->refs++;
         *out = found;
     }

@@ -91,7 +91,8 @@ static char *scalar(MYSQL *m, const char *sql, char *buf, size_t len)
     MYSQL_RES *r = mysql_store_result(m);
     MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
     if (row == NULL) {
-        fail_msg("%s: no row", sql);
+        fail_msg("%s: no row (%s)", sql, mysql_error(m));
+        return buf;
     }
     snprintf(buf, len, "%s", row[0] ? row[0] : "NULL");
     mysql_free_result(r);
