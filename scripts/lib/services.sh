@@ -12,13 +12,51 @@
 #                                   fails unless the status is 2xx
 #   csql_start_v1proxy URL TOKEN INSTANCES [FLAGS...]  Google's cloud_sql_proxy v1; sets V1_PID, V1_LOG
 
+# A TCP port on 127.0.0.1 below the kernel's ephemeral range (32768-60999 here),
+# so outgoing connections of concurrent tests cannot be holding it.
+csql_db_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( (RANDOM % 20000) + 12000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    csql_die "no free TCP port found on 127.0.0.1"
+}
+
+# _csql_start_db KIND START STOP IAM_SOURCE: up to 4 attempts with a fresh dir and
+# port each, since another process may take the port between the check and bind.
+_csql_start_db() {
+    local kind=$1 start=$2 stop=$3 iam=$4 dir out attempt port portvar
+    [ "$kind" = PostgreSQL ] && portvar=PGPORT || portvar=MYPORT
+    for attempt in 1 2 3 4; do
+        dir=$(mktemp -d "/tmp/csql-$([ "$kind" = PostgreSQL ] && echo pg || echo my).XXXXXX") \
+            || csql_die "cannot create a temp dir for $kind"
+        csql_defer "$CSQL_REPO/scripts/db/$stop" "$dir"
+        # A private tmpdir: concurrent mariadb-install-db runs sharing /tmp sometimes
+        # fail ("Unknown table 'mysql.tmp_user_sys'" after a temp table vanished).
+        mkdir "$dir/tmp"
+        port=$(csql_db_port)
+        if out=$(env "$portvar=$port" TMPDIR="$dir/tmp" CSQL_IAM_SOURCE="$iam" \
+            "$CSQL_REPO/scripts/db/$start" "$dir" 2>"$dir/tmp/start.err"); then
+            eval "$out"
+            return 0
+        fi
+        if grep -q 'Address already in use' "$dir/tmp/start.err"; then
+            csql_log "$kind: port $port was taken meanwhile (attempt $attempt), retrying"
+            continue
+        fi
+        cat "$dir/tmp/start.err" >&2
+        csql_die "$kind did not start (scripts/db/$start $dir)"
+    done
+    cat "$dir/tmp/start.err" >&2
+    csql_die "$kind did not start after 4 attempts (ports kept being taken)"
+}
+
 csql_start_pg() {
-    local dir out
-    dir=$(mktemp -d /tmp/csql-pg.XXXXXX) || csql_die "cannot create a temp dir for PostgreSQL"
-    csql_defer "$CSQL_REPO/scripts/db/pg-stop.sh" "$dir"
-    out=$(CSQL_IAM_SOURCE=${1:-} "$CSQL_REPO/scripts/db/pg-start.sh" "$dir") \
-        || csql_die "PostgreSQL did not start (scripts/db/pg-start.sh $dir)"
-    eval "$out"
+    _csql_start_db PostgreSQL pg-start.sh pg-stop.sh "${1:-}"
     csql_log "PostgreSQL on 127.0.0.1:$CSQL_PG_PORT${1:+ (IAM trust from $1)}"
 }
 
@@ -28,15 +66,7 @@ csql_pg_admin() {
 }
 
 csql_start_mariadb() {
-    local dir out
-    dir=$(mktemp -d /tmp/csql-my.XXXXXX) || csql_die "cannot create a temp dir for MariaDB"
-    csql_defer "$CSQL_REPO/scripts/db/mariadb-stop.sh" "$dir"
-    # A private tmpdir: concurrent mariadb-install-db runs sharing /tmp sometimes
-    # fail ("Unknown table 'mysql.tmp_user_sys'" after a temp table vanished).
-    mkdir "$dir/tmp"
-    out=$(TMPDIR=$dir/tmp CSQL_IAM_SOURCE=${1:-} "$CSQL_REPO/scripts/db/mariadb-start.sh" "$dir") \
-        || csql_die "MariaDB did not start (scripts/db/mariadb-start.sh $dir)"
-    eval "$out"
+    _csql_start_db MariaDB mariadb-start.sh mariadb-stop.sh "${1:-}"
     csql_log "MariaDB on 127.0.0.1:$CSQL_MY_PORT${1:+ (IAM users from $1)}"
 }
 
