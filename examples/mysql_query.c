@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     const char *sql = argc > 5 ? argv[5] : "select version()";
     csql_dialer *d = NULL;
     if (make_dialer(&d) != 0) {
-        fprintf(stderr, "csql: %s\n", csql_error_last()->message);
+        fprintf(stderr, "dialer: %s\n", csql_error_last()->message);
         return 1;
     }
     csql_dial_options opts = CSQL_DIAL_OPTIONS_INIT;
@@ -59,7 +59,7 @@ int main(int argc, char **argv)
                                 &opts);
     if (rc < 0) {
         const csql_error *e = csql_error_last(); /* csql could not reach the instance */
-        fprintf(stderr, "csql: %s [%s]\n", e->message, csql_strerror(e->code));
+        fprintf(stderr, "connect: %s [%s]\n", e->message, csql_strerror(e->code));
         goto out;
     }
     if (rc > 0) {

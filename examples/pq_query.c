@@ -52,7 +52,7 @@ int main(int argc, char **argv)
     const char *sql = argc > 3 ? argv[3] : "select version()";
     csql_dialer *d = NULL;
     if (make_dialer(&d) != 0) {
-        return fail_csql("csql");
+        return fail_csql("dialer");
     }
     csql_dial_options opts = CSQL_DIAL_OPTIONS_INIT;
     const char *iam = getenv("CSQL_IAM_AUTHN");
@@ -63,7 +63,7 @@ int main(int argc, char **argv)
     int status = 1;
     PGconn *pg = csql_pq_connect(d, argv[1], argv[2], &opts);
     if (pg == NULL) {
-        status = fail_csql("csql"); /* csql could not reach the instance */
+        status = fail_csql("connect"); /* csql could not reach the instance */
         goto out;
     }
     if (PQstatus(pg) != CONNECTION_OK) {

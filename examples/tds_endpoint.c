@@ -49,7 +49,7 @@ static int make_dialer(csql_dialer **d)
 static void on_dial_error(const csql_error *err, void *userdata)
 {
     (void)userdata;
-    fprintf(stderr, "csql: %s [%s]\n", err->message, csql_strerror(err->code));
+    fprintf(stderr, "dial failed: %s [%s]\n", err->message, csql_strerror(err->code));
 }
 
 static int serve(csql_endpoint *ep)
@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 
     csql_dialer *d = NULL;
     if (make_dialer(&d) != 0) {
-        fprintf(stderr, "csql: %s\n", csql_error_last()->message);
+        fprintf(stderr, "dialer: %s\n", csql_error_last()->message);
         return 1;
     }
     csql_endpoint_options eo = CSQL_ENDPOINT_OPTIONS_INIT;
@@ -154,7 +154,7 @@ int main(int argc, char **argv)
     csql_endpoint *ep = NULL;
     int status = 1;
     if (csql_endpoint_open_tcp(&ep, d, argv[1], "127.0.0.1", (uint16_t)port, &eo) != 0) {
-        fprintf(stderr, "csql: %s\n", csql_error_last()->message);
+        fprintf(stderr, "endpoint: %s\n", csql_error_last()->message);
         goto out;
     }
     status = is_query ? query(ep, argv[3], argv[4], argv[5]) : serve(ep);

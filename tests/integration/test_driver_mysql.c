@@ -22,6 +22,10 @@
 
 #define BULK_ROWS 65536 /* x 1 KiB = 64 MiB */
 
+#ifndef MYSQL_QUERY_EXE
+#define MYSQL_QUERY_EXE ""
+#endif
+
 static drv_env g_env;
 static csqlt_my g_my;
 static char g_src[32];
@@ -447,6 +451,27 @@ static void test_wrong_engines_refused(void **state)
     assert_int_equal(wait_forwards_gone(5000), 0);
 }
 
+/* examples/mysql_query, as a user would run it against the emulator. */
+static void test_example_program(void **state)
+{
+    (void)state;
+    if (MYSQL_QUERY_EXE[0] == '\0') {
+        skip();
+    }
+    char out[1024];
+    int rc = csqlt_sh(out, sizeof(out),
+                      "CSQL_API_ENDPOINT='%s' CSQL_TOKEN='%s' timeout 60 '%s' p:r:my app secret "
+                      "appdb 'select 6*7' 2>&1",
+                      g_env.em.url, DRV_TOKEN, MYSQL_QUERY_EXE);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "42\n");
+    rc = csqlt_sh(out, sizeof(out),
+                  "CSQL_API_ENDPOINT='%s' CSQL_TOKEN='%s' timeout 60 '%s' p:r:my app nope appdb 2>&1",
+                  g_env.em.url, DRV_TOKEN, MYSQL_QUERY_EXE);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "Access denied"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_wrong_password_is_the_database_error),
         cmocka_unit_test(test_instance_down_is_a_csql_error),
         cmocka_unit_test(test_wrong_engines_refused),
+        cmocka_unit_test(test_example_program),
     };
     mysql_library_init(0, NULL, NULL);
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -28,6 +28,10 @@
 
 #define BULK_ROWS 65536 /* x 1 KiB = 64 MiB */
 
+#ifndef PQ_QUERY_EXE
+#define PQ_QUERY_EXE ""
+#endif
+
 static drv_env g_env;
 static csqlt_pg g_pg;
 static char g_conninfo[256];
@@ -475,6 +479,33 @@ static void test_memory_per_idle_connection(void **state)
     csql_endpoint_close(ep);
 }
 
+/* examples/pq_query, as a user would run it against the emulator. */
+static void test_example_program(void **state)
+{
+    (void)state;
+    if (PQ_QUERY_EXE[0] == '\0') {
+        skip();
+    }
+    char out[1024];
+    int rc = csqlt_sh(out, sizeof(out),
+                      "CSQL_API_ENDPOINT='%s' CSQL_TOKEN='%s' timeout 60 '%s' p:r:pg "
+                      "'user=postgres password=secret dbname=postgres' 'select 6*7' 2>&1",
+                      g_env.em.url, DRV_TOKEN, PQ_QUERY_EXE);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "42\n");
+    rc = csqlt_sh(out, sizeof(out),
+                  "CSQL_API_ENDPOINT='%s' CSQL_TOKEN='%s' timeout 60 '%s' p:r:pg "
+                  "'user=postgres password=nope dbname=postgres' 2>&1",
+                  g_env.em.url, DRV_TOKEN, PQ_QUERY_EXE);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "password authentication failed"));
+    rc = csqlt_sh(out, sizeof(out),
+                  "CSQL_API_ENDPOINT='%s' CSQL_TOKEN='%s' timeout 60 '%s' p:r:nope 'user=x' 2>&1",
+                  g_env.em.url, DRV_TOKEN, PQ_QUERY_EXE);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "not found")); /* csql_strerror(CSQL_ERR_NOT_FOUND) */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_cancel_and_reset_dial_afresh),
         cmocka_unit_test(test_async_connect),
         cmocka_unit_test(test_memory_per_idle_connection),
+        cmocka_unit_test(test_example_program),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -394,7 +394,7 @@ static void test_dblib_example(void **state)
                   "'select 1' 2>&1",
                   g_env.em.url, DRV_TOKEN, TDS_ENDPOINT_EXE);
     assert_int_not_equal(rc, 0);
-    assert_non_null(strstr(out, "csql:")); /* the dial error, through on_error */
+    assert_non_null(strstr(out, "dial failed:")); /* the dial error, through on_error */
     assert_non_null(strstr(out, "does not exist"));
 }
 
