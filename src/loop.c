@@ -28,6 +28,7 @@ struct csql__loop {
     const void *key;
     size_t refs;
     bool linked;
+    bool stopped; /* halted by a forced reap while references remained: freed by the last release */
     struct csql__loop *reg_next;
 
     int epfd;
@@ -331,8 +332,8 @@ fail:
     return rc;
 }
 
-/* Stop the thread and the workers, cancel queued jobs, free. Not on the loop thread. */
-static void loop_stop(csql__loop *loop)
+/* Stop the thread and the workers, cancel queued jobs. Not on the loop thread. */
+static void loop_halt(csql__loop *loop)
 {
     pthread_mutex_lock(&loop->mu);
     loop->stopping = true;
@@ -357,7 +358,23 @@ static void loop_stop(csql__loop *loop)
         }
     }
     atomic_fetch_sub(&g_loop_count, 1);
-    loop_free_resources(loop);
+}
+
+/*
+ * Halt, then free unless something still holds a reference (an endpoint the
+ * application has not closed when its dialer was freed): that last release
+ * frees it, and every call on a halted loop fails with CSQL_ERR_CLOSED.
+ */
+static void loop_stop(csql__loop *loop)
+{
+    loop_halt(loop);
+    pthread_mutex_lock(&g_reg_mu);
+    loop->stopped = true;
+    bool free_now = loop->refs == 0;
+    pthread_mutex_unlock(&g_reg_mu);
+    if (free_now) {
+        loop_free_resources(loop);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -422,15 +439,21 @@ void csql__loop_release(csql__loop *loop)
         return;
     }
     bool stop = false;
+    bool free_now = false;
     pthread_mutex_lock(&g_reg_mu);
     loop->refs--;
-    if (loop->refs == 0 && loop->linked && !csql__loop_in_thread(loop)) {
+    if (loop->refs == 0 && loop->stopped) {
+        free_now = true;
+    } else if (loop->refs == 0 && loop->linked && !csql__loop_in_thread(loop)) {
         reg_unlink(loop);
         stop = true;
     }
     pthread_mutex_unlock(&g_reg_mu);
     if (stop) {
         loop_stop(loop);
+    }
+    if (free_now) {
+        loop_free_resources(loop);
     }
 }
 

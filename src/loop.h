@@ -70,7 +70,10 @@ void csql__loop_release(csql__loop *loop);
  * Stop and join the loop of `key` now if it has no references, or, with
  * force, whatever it holds: every member is closed on the loop thread first.
  * For csql_dialer_free (the loop must not outlive the dialer it serves) and
- * for tests. Must not be called on a loop thread.
+ * for tests. Must not be called on a loop thread. A loop halted while
+ * references remain (an endpoint not closed yet) is freed by the last
+ * release; meanwhile csql__loop_call and csql__loop_submit fail with
+ * CSQL_ERR_CLOSED.
  */
 void csql__loop_reap(const void *key, bool force);
 /* Number of loops alive (started and not yet joined), for tests. */

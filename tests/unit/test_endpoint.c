@@ -543,6 +543,28 @@ static void test_thousand_connections_through_endpoint(void **state)
     csql_endpoint_close(ep);
 }
 
+/* The dialer is freed (its loop reaped) before the application closes an endpoint: safe. */
+static void test_endpoint_closed_after_forced_reap(void **state)
+{
+    (void)state;
+    static int key;
+    fake_dial fd = {0};
+    csql__endpoint_params p = {.loop_key = &key, .dial = dial_to_echo, .dial_ctx = &fd};
+    csql_endpoint *ep;
+    assert_int_equal(csql__endpoint_open(&ep, &p), 0);
+    int c = connect_unix(csql_endpoint_path(ep));
+    expect_echo(c, "before the reap");
+    char path[128];
+    snprintf(path, sizeof(path), "%s", csql_endpoint_path(ep));
+    csql__loop_reap(&key, true); /* what csql_dialer_free does */
+    assert_int_equal(tl_wait_eof(c, 2000, NULL), 0); /* the forwarded connection was closed */
+    assert_true(path_gone(path));                     /* and the socket removed */
+    csql__endpoint_stats st;
+    assert_int_equal(csql__endpoint_stats_get(ep, &st), CSQL_ERR_CLOSED);
+    csql_endpoint_close(ep); /* late, but no use after free (ASan) */
+    close(c);
+}
+
 /* ---------------- with a real csql_conn ---------------- */
 
 /* Provided by conn.c once it exposes the report (see src/fwd.c). */
@@ -606,6 +628,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_connections_waits_in_backlog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_endpoint_backpressure_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thousand_connections_through_endpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_endpoint_closed_after_forced_reap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_conn_with_real_conn, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
