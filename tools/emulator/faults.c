@@ -85,7 +85,7 @@ static int json_str_into(const json_t *v, const char *key, char *dst, size_t cap
 
 static int fault_set(emu_fault *f, const char *key, const json_t *v, char *err, size_t errlen)
 {
-    long x;
+    long x = 0;
     if (strcmp(key, "endpoint") == 0) {
         if (!json_is_string(v) || emu_endpoint_from_name(json_string_value(v), &f->endpoint))
             return emu_fail(err, errlen,
@@ -156,7 +156,7 @@ static json_t *spec_value(const char *key, const char *value)
     static const char *const INTS[] = {"status", "retry_after", "latency_ms", "count"};
     for (size_t i = 0; i < sizeof INTS / sizeof INTS[0]; i++) {
         if (strcmp(key, INTS[i]) == 0) {
-            long x;
+            long x = 0;
             if (emu_parse_long(value, -1, EMU_FAULT_COUNT_MAX, &x) != 0)
                 return json_string(value); /* reported as "must be an integer" */
             return json_integer(x);
