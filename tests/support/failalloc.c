@@ -1,0 +1,140 @@
+/*
+ * Allocation-failure injection (failalloc.h). The --wrap'ed entry points and
+ * the jansson/OpenSSL hooks all ask one thread-local countdown whether this
+ * allocation fails; the real allocators are reached through __real_*, so the
+ * sanitizers' allocators keep working under the asan preset.
+ */
+#include "failalloc.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+
+static _Thread_local int fa_armed;
+static _Thread_local long fa_left;  /* allocations still allowed before the failing one */
+static _Thread_local long fa_seen;  /* allocations since arm */
+static _Thread_local int fa_injected; /* CSQLT_FA_* */
+
+static int fa_fail_now(int where)
+{
+    if (!fa_armed) {
+        return 0;
+    }
+    fa_seen++;
+    if (fa_injected || fa_left-- > 0) {
+        return 0;
+    }
+    fa_injected = where;
+    errno = ENOMEM;
+    return 1;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return fa_fail_now(CSQLT_FA_CSQL) ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fa_fail_now(CSQLT_FA_CSQL) ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return fa_fail_now(CSQLT_FA_CSQL) ? NULL : __real_realloc(p, n);
+}
+
+char *__wrap_strdup(const char *s)
+{
+    return fa_fail_now(CSQLT_FA_CSQL) ? NULL : __real_strdup(s);
+}
+
+char *__wrap_strndup(const char *s, size_t n)
+{
+    return fa_fail_now(CSQLT_FA_CSQL) ? NULL : __real_strndup(s, n);
+}
+
+static void *fa_json_malloc(size_t n)
+{
+    return fa_fail_now(CSQLT_FA_JANSSON) ? NULL : __real_malloc(n);
+}
+
+static void *fa_crypto_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return fa_fail_now(CSQLT_FA_OPENSSL) ? NULL : __real_malloc(n);
+}
+
+static void *fa_crypto_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return fa_fail_now(CSQLT_FA_OPENSSL) ? NULL : __real_realloc(p, n);
+}
+
+static void fa_crypto_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    free(p);
+}
+
+int csqlt_failalloc_install(void)
+{
+    json_set_alloc_funcs(fa_json_malloc, free);
+    return CRYPTO_set_mem_functions(fa_crypto_malloc, fa_crypto_realloc, fa_crypto_free) == 1
+               ? 0
+               : -1;
+}
+
+void csqlt_failalloc_arm(long n)
+{
+    fa_left = n;
+    fa_seen = 0;
+    fa_injected = 0;
+    fa_armed = 1;
+}
+
+long csqlt_failalloc_disarm(void)
+{
+    fa_armed = 0;
+    return fa_seen;
+}
+
+int csqlt_failalloc_injected(void)
+{
+    return fa_injected;
+}
+
+long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
+                          long max)
+{
+    for (long n = 0; n < max; n++) {
+        csqlt_failalloc_arm(n);
+        int rc = run(arg);
+        csqlt_failalloc_disarm();
+        int injected = fa_injected;
+        check(arg, rc, injected);
+        if (!injected) {
+            return n;
+        }
+    }
+    return -1;
+}
