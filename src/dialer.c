@@ -273,7 +273,8 @@ static int connect_once(csql_dialer *d, const csql__instance_name *name,
     csql__log(&d->log, CSQL_LOG_DEBUG, "dialling %s at %s port %u", name->full, host,
               (unsigned)p.port);
     rc = csql__dial_socket(cs, name, &p, &fd, &ssl);
-    if (rc == CSQL_ERR_CONNECT) {
+    if (rc == CSQL_ERR_CONNECT || rc == CSQL_ERR_TIMEOUT) {
+        /* The address may have changed (failover, maintenance): look again, rate-limited. */
         csql__cache_force_refresh(e);
         goto out;
     }
