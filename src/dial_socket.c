@@ -71,10 +71,11 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 
 /* ---- TCP ---- */
 
-static int resolve(dial_ctx *d, struct addrinfo **res)
+int csql__dial_resolve(const char *host, uint16_t port_no, const char *where,
+                       struct addrinfo **res)
 {
     char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)d->p->port);
+    snprintf(port, sizeof(port), "%u", (unsigned)port_no);
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -83,17 +84,17 @@ static int resolve(dial_ctx *d, struct addrinfo **res)
     /* No AI_ADDRCONFIG: it hides ::1 on hosts without a global IPv6 address. */
     hints.ai_flags = AI_NUMERICSERV;
     unsigned char probe[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, d->p->host, probe) == 1 || inet_pton(AF_INET6, d->p->host, probe) == 1) {
+    if (inet_pton(AF_INET, host, probe) == 1 || inet_pton(AF_INET6, host, probe) == 1) {
         hints.ai_flags |= AI_NUMERICHOST; /* an IP literal: no resolver round trip */
     }
     /*
      * getaddrinfo cannot be bounded by our deadline; names are only PSC DNS
      * names, resolved by the local resolver. The deadline is checked after.
      */
-    int rc = getaddrinfo(d->p->host, port, &hints, res);
+    int rc = getaddrinfo(host, port, &hints, res);
     if (rc != 0) {
         *res = NULL;
-        return csql__error(CSQL_ERR_DNS, "could not resolve %s: %s", d->where,
+        return csql__error(CSQL_ERR_DNS, "could not resolve %s: %s", where,
                            rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
     }
     return CSQL_OK;
@@ -138,7 +139,7 @@ static int connect_one(dial_ctx *d, const struct addrinfo *ai, int *out, int *la
 static int tcp_connect(dial_ctx *d, int *out)
 {
     struct addrinfo *res = NULL;
-    int rc = resolve(d, &res);
+    int rc = csql__dial_resolve(d->p->host, d->p->port, d->where, &res);
     if (rc != CSQL_OK) {
         return rc;
     }
@@ -165,7 +166,7 @@ static int tcp_connect(dial_ctx *d, int *out)
 }
 
 /* Best effort: a socket without these still works, only less well. */
-static void set_socket_options(int fd, uint32_t keepalive_s)
+void csql__dial_set_socket_options(int fd, uint32_t keepalive_s)
 {
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -231,7 +232,7 @@ static int ssl_op(SSL *ssl, int fd, int op, void *buf, size_t len, int64_t deadl
 }
 
 /* A failed SSL op: the TLS reason, or for a bare socket failure the errno / EOF. */
-static int ssl_failure(SSL *ssl, int code, int ssl_err, int sys_errno, const char *what)
+int csql__dial_ssl_failure(SSL *ssl, int code, int ssl_err, int sys_errno, const char *what)
 {
     int openssl_has_reason = ERR_peek_error() != 0;
     if (ssl_err == SSL_ERROR_SYSCALL && !openssl_has_reason &&
@@ -243,17 +244,17 @@ static int ssl_failure(SSL *ssl, int code, int ssl_err, int sys_errno, const cha
     return csql__tls_raise(ssl, code, what);
 }
 
-static int tls_handshake(dial_ctx *d, int fd, SSL **out)
+int csql__dial_tls_new(const csql__certset *cs, const csql__instance_name *name, int fd,
+                       const char *what, SSL **out)
 {
-    const csql__connect_info *info = &d->cs->info;
-    char what[WHERE_MAX + 32];
-    snprintf(what, sizeof(what), "TLS handshake with %s", d->where);
+    const csql__connect_info *info = &cs->info;
+    *out = NULL;
     char cn[2 * CSQL__INSTANCE_NAME_MAX];
-    int rc = csql__instance_name_cn(d->name, cn, sizeof(cn));
+    int rc = csql__instance_name_cn(name, cn, sizeof(cn));
     if (rc != CSQL_OK) {
         return rc;
     }
-    SSL *ssl = SSL_new(d->cs->ctx);
+    SSL *ssl = SSL_new(cs->ctx);
     if (ssl == NULL) {
         ERR_clear_error();
         return csql__error(CSQL_ERR_NOMEM, "%s: could not create the TLS connection", what);
@@ -277,6 +278,35 @@ static int tls_handshake(dial_ctx *d, int fd, SSL **out)
     if (rc != CSQL_OK) {
         goto fail;
     }
+    *out = ssl;
+    return CSQL_OK;
+fail:
+    SSL_free(ssl);
+    return rc;
+}
+
+int csql__dial_tls_verified(SSL *ssl, const char *what)
+{
+    /* Belt and braces: the callback already refused anything else. */
+    if (SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL) {
+        int rc = csql__tls_raise(ssl, CSQL_ERR_TLS_VERIFY, what);
+        if (rc != CSQL_ERR_TLS_VERIFY) {
+            rc = csql__error(CSQL_ERR_TLS_VERIFY, "%s: the server sent no certificate", what);
+        }
+        return rc;
+    }
+    return CSQL_OK;
+}
+
+static int tls_handshake(dial_ctx *d, int fd, SSL **out)
+{
+    char what[WHERE_MAX + 32];
+    snprintf(what, sizeof(what), "TLS handshake with %s", d->where);
+    SSL *ssl = NULL;
+    int rc = csql__dial_tls_new(d->cs, d->name, fd, what, &ssl);
+    if (rc != CSQL_OK) {
+        return rc;
+    }
     size_t n;
     int ssl_err = 0;
     int sys_errno = 0;
@@ -286,15 +316,11 @@ static int tls_handshake(dial_ctx *d, int fd, SSL **out)
         goto fail;
     }
     if (r < 0) {
-        rc = ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
+        rc = csql__dial_ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
         goto fail;
     }
-    /* Belt and braces: the callback already refused anything else. */
-    if (SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL) {
-        rc = csql__tls_raise(ssl, CSQL_ERR_TLS_VERIFY, what);
-        if (rc != CSQL_ERR_TLS_VERIFY) {
-            rc = csql__error(CSQL_ERR_TLS_VERIFY, "%s: the server sent no certificate", what);
-        }
+    rc = csql__dial_tls_verified(ssl, what);
+    if (rc != CSQL_OK) {
         goto fail;
     }
     *out = ssl;
@@ -339,81 +365,111 @@ static int mdx_read(dial_ctx *d, SSL *ssl, int fd, unsigned char *buf, size_t le
                                    "%s: the server closed the connection before answering", what);
             }
             /* A TLS 1.3 server refusing our certificate says so here: a handshake failure. */
-            return ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
+            return csql__dial_ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
         }
         got += n;
     }
     return CSQL_OK;
 }
 
+int csql__dial_mdx_request(const char *user_agent, unsigned char *buf, size_t cap,
+                           const char *what)
+{
+    char default_ua[64];
+    snprintf(default_ua, sizeof(default_ua), "csql/%s", CSQL_VERSION_STRING);
+    int len = csql__mdx_encode_request(user_agent ? user_agent : default_ua, CSQL__MDX_PROTO_TLS,
+                                       buf, cap);
+    if (len < 0) {
+        return csql__error(CSQL_ERR_INTERNAL, "%s: the request does not fit in a frame", what);
+    }
+    return len;
+}
+
+int csql__dial_mdx_header(const unsigned char *hdr, size_t *body, const char *what)
+{
+    int status = 0;
+    char msg[MDX_MSG_MAX];
+    if (csql__mdx_decode_response(hdr, MDX_HEADER_LEN, &status, msg, sizeof(msg)) < 0) {
+        return csql__error(CSQL_ERR_MDX, "%s: the server's answer is not a metadata exchange frame",
+                           what);
+    }
+    *body = (size_t)hdr[8] << 24 | (size_t)hdr[9] << 16 | (size_t)hdr[10] << 8 | hdr[11];
+    return CSQL_OK;
+}
+
+int csql__dial_mdx_verdict(const unsigned char *frame, size_t len, const char *what)
+{
+    int status = 0;
+    char msg[MDX_MSG_MAX];
+    if (csql__mdx_decode_response(frame, len, &status, msg, sizeof(msg)) <= 0) {
+        return csql__error(CSQL_ERR_MDX, "%s: the server's answer is malformed", what);
+    }
+    if (status == CSQL__MDX_OK) {
+        return CSQL_OK;
+    }
+    char shown[MDX_MSG_MAX];
+    printable_copy(shown, msg);
+    if (status == CSQL__MDX_ERROR) {
+        return csql__error(CSQL_ERR_MDX, "%s: refused by the server: %s", what,
+                           shown[0] ? shown : "(no message)");
+    }
+    return csql__error(CSQL_ERR_MDX, "%s: unexpected status %d from the server", what, status);
+}
+
 static int mdx_exchange(dial_ctx *d, SSL *ssl, int fd)
 {
     char what[WHERE_MAX + 40];
     snprintf(what, sizeof(what), "metadata exchange with %s", d->where);
-    char default_ua[64];
-    snprintf(default_ua, sizeof(default_ua), "csql/%s", CSQL_VERSION_STRING);
-    const char *ua = d->p->user_agent ? d->p->user_agent : default_ua;
     size_t cap = MDX_HEADER_LEN + CSQL__MDX_MAX_BODY;
     unsigned char *buf = malloc(cap);
     if (buf == NULL) {
         return csql__error(CSQL_ERR_NOMEM, "%s: out of memory", what);
     }
-    int rc = CSQL_OK;
-    int len = csql__mdx_encode_request(ua, CSQL__MDX_PROTO_TLS, buf, cap);
-    if (len < 0) {
-        rc = csql__error(CSQL_ERR_INTERNAL, "%s: the request does not fit in a frame", what);
+    int rc = csql__dial_mdx_request(d->p->user_agent, buf, cap, what);
+    if (rc < 0) {
         goto out;
     }
     size_t n;
     int ssl_err = 0;
     int sys_errno = 0;
-    int r = ssl_op(ssl, fd, OP_WRITE, buf, (size_t)len, d->p->deadline_ms, &n, &ssl_err,
+    int r = ssl_op(ssl, fd, OP_WRITE, buf, (size_t)rc, d->p->deadline_ms, &n, &ssl_err,
                    &sys_errno);
     if (r == 0) {
         rc = timed_out(d, "metadata exchange");
         goto out;
     }
     if (r < 0) {
-        rc = ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
+        rc = csql__dial_ssl_failure(ssl, CSQL_ERR_TLS_HANDSHAKE, ssl_err, sys_errno, what);
         goto out;
     }
     rc = mdx_read(d, ssl, fd, buf, MDX_HEADER_LEN);
     if (rc != CSQL_OK) {
         goto out;
     }
-    int status = 0;
-    char msg[MDX_MSG_MAX];
-    if (csql__mdx_decode_response(buf, MDX_HEADER_LEN, &status, msg, sizeof(msg)) < 0) {
-        rc = csql__error(CSQL_ERR_MDX, "%s: the server's answer is not a metadata exchange frame",
-                         what);
+    size_t body = 0;
+    rc = csql__dial_mdx_header(buf, &body, what);
+    if (rc != CSQL_OK) {
         goto out;
     }
-    size_t body = (size_t)buf[8] << 24 | (size_t)buf[9] << 16 | (size_t)buf[10] << 8 | buf[11];
     rc = mdx_read(d, ssl, fd, buf + MDX_HEADER_LEN, body);
     if (rc != CSQL_OK) {
         goto out;
     }
-    if (csql__mdx_decode_response(buf, MDX_HEADER_LEN + body, &status, msg, sizeof(msg)) <= 0) {
-        rc = csql__error(CSQL_ERR_MDX, "%s: the server's answer is malformed", what);
-        goto out;
-    }
-    if (status != CSQL__MDX_OK) {
-        char shown[MDX_MSG_MAX];
-        printable_copy(shown, msg);
-        if (status == CSQL__MDX_ERROR) {
-            rc = csql__error(CSQL_ERR_MDX, "%s: refused by the server: %s", what,
-                             shown[0] ? shown : "(no message)");
-        } else {
-            rc = csql__error(CSQL_ERR_MDX, "%s: unexpected status %d from the server", what,
-                             status);
-        }
-    }
+    rc = csql__dial_mdx_verdict(buf, MDX_HEADER_LEN + body, what);
 out:
     free(buf);
     return rc;
 }
 
 /* ---- entry point ---- */
+
+void csql__dial_where(const char *host, uint16_t port, const csql__instance_name *name, char *buf,
+                      size_t len)
+{
+    int v6 = strchr(host, ':') != NULL;
+    snprintf(buf, len, "%s%.255s%s:%u (instance %s)", v6 ? "[" : "", host, v6 ? "]" : "",
+             (unsigned)port, name->full);
+}
 
 int csql__dial_socket(const csql__certset *cs, const csql__instance_name *name,
                       const csql__dial_params *p, int *fd_out, SSL **ssl_out)
@@ -426,9 +482,7 @@ int csql__dial_socket(const csql__certset *cs, const csql__instance_name *name,
     *fd_out = -1;
     *ssl_out = NULL;
     dial_ctx d = {.cs = cs, .name = name, .p = p, .start_ms = csql__mono_ms()};
-    int v6 = strchr(p->host, ':') != NULL;
-    snprintf(d.where, sizeof(d.where), "%s%.255s%s:%u (instance %s)", v6 ? "[" : "", p->host,
-             v6 ? "]" : "", (unsigned)p->port, name->full);
+    csql__dial_where(p->host, p->port, name, d.where, sizeof(d.where));
     if (csql__ms_left(p->deadline_ms) <= 0) {
         return timed_out(&d, "dial");
     }
@@ -438,7 +492,7 @@ int csql__dial_socket(const csql__certset *cs, const csql__instance_name *name,
     if (rc != CSQL_OK) {
         goto fail;
     }
-    set_socket_options(fd, p->keepalive_s);
+    csql__dial_set_socket_options(fd, p->keepalive_s);
     rc = tls_handshake(&d, fd, &ssl);
     if (rc != CSQL_OK) {
         goto fail;
