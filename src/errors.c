@@ -186,8 +186,15 @@ int csql__error_save(csql__saved_error *out)
 
 int csql__error_restore(const csql__saved_error *saved)
 {
-    csql_error e = {saved->code, csql_err_category_of(saved->code),
-                    saved->message ? saved->message : "", saved->http_status,
+    char fallback[160];
+    const char *msg = saved->message;
+    if (msg == NULL) {
+        /* Saving the message needed memory that was not there: still say what the code means. */
+        snprintf(fallback, sizeof(fallback), "csql: %s (details lost: out of memory)",
+                 csql_strerror(saved->code));
+        msg = fallback;
+    }
+    csql_error e = {saved->code, csql_err_category_of(saved->code), msg, saved->http_status,
                     saved->api_reason ? saved->api_reason : ""};
     return csql__error_raise_copy(&e);
 }

@@ -109,6 +109,18 @@ static void test_saved_error_round_trip(void **state)
     assert_null(saved.message);
 }
 
+/* A saved error whose message could not be copied (no memory) still reads as something. */
+static void test_saved_error_without_message(void **state)
+{
+    (void)state;
+    csql__saved_error saved = {0};
+    saved.code = CSQL_ERR_NOMEM;
+    csql_error_clear();
+    assert_int_equal(csql__error_restore(&saved), CSQL_ERR_NOMEM);
+    assert_non_null(strstr(csql_error_last()->message, csql_strerror(CSQL_ERR_NOMEM)));
+    assert_string_equal(csql_error_last()->api_reason, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +130,7 @@ int main(void)
         cmocka_unit_test(test_long_message_is_truncated_not_overflowed),
         cmocka_unit_test(test_last_error_is_per_thread),
         cmocka_unit_test(test_saved_error_round_trip),
+        cmocka_unit_test(test_saved_error_without_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
