@@ -29,7 +29,8 @@ char *__wrap_strndup(const char *s, size_t n);
 static _Thread_local int fa_armed;
 static _Thread_local long fa_left;  /* allocations still allowed before the failing one */
 static _Thread_local long fa_seen;  /* allocations since arm */
-static _Thread_local int fa_injected; /* CSQLT_FA_* */
+static _Thread_local int fa_injected; /* CSQLT_FA_* of the first injected failure */
+static _Thread_local int fa_sticky;   /* every allocation after the first failure fails too */
 
 static int fa_fail_now(int where)
 {
@@ -37,7 +38,13 @@ static int fa_fail_now(int where)
         return 0;
     }
     fa_seen++;
-    if (fa_injected || fa_left-- > 0) {
+    if (fa_injected) {
+        if (fa_sticky) {
+            errno = ENOMEM;
+        }
+        return fa_sticky;
+    }
+    if (fa_left-- > 0) {
         return 0;
     }
     fa_injected = where;
@@ -106,10 +113,17 @@ int csqlt_failalloc_install(void)
 
 void csqlt_failalloc_arm(long n)
 {
+    fa_sticky = 0;
     fa_left = n;
     fa_seen = 0;
     fa_injected = 0;
     fa_armed = 1;
+}
+
+void csqlt_failalloc_arm_sticky(long n)
+{
+    csqlt_failalloc_arm(n);
+    fa_sticky = 1;
 }
 
 long csqlt_failalloc_disarm(void)
@@ -123,11 +137,15 @@ int csqlt_failalloc_injected(void)
     return fa_injected;
 }
 
-long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
-                          long max)
+static long each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg, long max,
+                 int sticky)
 {
     for (long n = 0; n < max; n++) {
-        csqlt_failalloc_arm(n);
+        if (sticky) {
+            csqlt_failalloc_arm_sticky(n);
+        } else {
+            csqlt_failalloc_arm(n);
+        }
         int rc = run(arg);
         csqlt_failalloc_disarm();
         int injected = fa_injected;
@@ -137,4 +155,16 @@ long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn c
         }
     }
     return -1;
+}
+
+long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
+                          long max)
+{
+    return each(run, check, arg, max, 0);
+}
+
+long csqlt_failalloc_each_sticky(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
+                                 void *arg, long max)
+{
+    return each(run, check, arg, max, 1);
 }

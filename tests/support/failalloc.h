@@ -27,6 +27,8 @@ int csqlt_failalloc_install(void);
 
 /* From now on, on this thread: let n allocations succeed, fail the next one, let the rest succeed. */
 void csqlt_failalloc_arm(long n);
+/* The same, but every allocation after the nth fails too (memory stays short). */
+void csqlt_failalloc_arm_sticky(long n);
 /* Stop injecting on this thread; returns the number of allocations seen since arm. */
 long csqlt_failalloc_disarm(void);
 /* Where the failure injected since the last arm on this thread happened; 0 if none yet. */
@@ -51,5 +53,8 @@ typedef int (*csqlt_failalloc_run_fn)(void *arg);
 typedef void (*csqlt_failalloc_check_fn)(void *arg, int rc, int injected);
 long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
                           long max);
+/* The same with csqlt_failalloc_arm_sticky: from the nth allocation on, all fail. */
+long csqlt_failalloc_each_sticky(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
+                                 void *arg, long max);
 
 #endif

@@ -139,10 +139,20 @@ static int jansson_damage(int injected)
     return injected == CSQLT_FA_JANSSON;
 }
 
+/* Fail each allocation in turn, once alone and once with every later allocation failing too. */
+static long each_both(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg)
+{
+    long n = csqlt_failalloc_each(run, check, arg, MAX_RUNS);
+    long m = csqlt_failalloc_each_sticky(run, check, arg, MAX_RUNS);
+    assert_int_equal(m, n);
+    return n;
+}
+
 static void report(const char *what, long allocs)
 {
     assert_true(allocs >= 0);
-    print_message("%s: %ld allocations, each failed in turn\n", what, allocs);
+    print_message("%s: %ld allocations, each failed in turn (alone, then with all after it)\n", what,
+                  allocs);
 }
 
 /* ---------------- pure parsers: no allocation at all ---------------- */
@@ -266,7 +276,7 @@ static void run_ci(const char *label, char *body, int want_rc)
     c.body = body;
     c.want_rc = want_rc;
     assert_int_equal(csql__connect_info_parse(body, strlen(body), &g_name, &c.ref), want_rc);
-    report(label, csqlt_failalloc_each(ci_run, ci_check, &c, MAX_RUNS));
+    report(label, each_both(ci_run, ci_check, &c));
     csql__connect_info_dispose(&c.ref);
     free(body);
 }
@@ -317,7 +327,7 @@ static void test_ephemeral_cert(void **state)
     ec_case c = {json_dumps(o, JSON_COMPACT), NULL};
     json_decref(o);
     assert_non_null(c.body);
-    report("generateEphemeralCert", csqlt_failalloc_each(ec_run, ec_check, &c, MAX_RUNS));
+    report("generateEphemeralCert", each_both(ec_run, ec_check, &c));
     free(c.body);
 }
 
@@ -354,7 +364,7 @@ static void test_google_error(void **state)
                  "{\"error\":{\"code\":403,\"message\":\"The client is not authorized.\","
                  "\"status\":\"PERMISSION_DENIED\",\"errors\":[{\"reason\":\"notAuthorized\"}]}}",
                  CSQL_ERR_PERMISSION_DENIED};
-    report("Google error JSON", csqlt_failalloc_each(ge_run, ge_check, &c, MAX_RUNS));
+    report("Google error JSON", each_both(ge_run, ge_check, &c));
 }
 
 /* ---------------- credentials files ---------------- */
@@ -420,19 +430,19 @@ static void test_credentials_files(void **state)
     memset(&c, 0, sizeof(c));
     c.json = json_dumps(sa, JSON_COMPACT);
     c.want_type = CSQL__FILE_SERVICE_ACCOUNT;
-    report("service_account file", csqlt_failalloc_each(cf_run, cf_check, &c, MAX_RUNS));
+    report("service_account file", each_both(cf_run, cf_check, &c));
     c.with_source = 1;
     report("service_account file + token source",
-           csqlt_failalloc_each(cf_run, cf_check, &c, MAX_RUNS));
+           each_both(cf_run, cf_check, &c));
     free(c.json);
 
     memset(&c, 0, sizeof(c));
     c.json = json_dumps(au, JSON_COMPACT);
     c.want_type = CSQL__FILE_AUTHORIZED_USER;
-    report("authorized_user file", csqlt_failalloc_each(cf_run, cf_check, &c, MAX_RUNS));
+    report("authorized_user file", each_both(cf_run, cf_check, &c));
     c.with_source = 1;
     report("authorized_user file + token source",
-           csqlt_failalloc_each(cf_run, cf_check, &c, MAX_RUNS));
+           each_both(cf_run, cf_check, &c));
     free(c.json);
     json_decref(sa);
     json_decref(au);
@@ -491,7 +501,7 @@ static void test_token_responses(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char label[64];
         snprintf(label, sizeof(label), "token answer %zu", i);
-        report(label, csqlt_failalloc_each(tr_run, tr_check, &cases[i], MAX_RUNS));
+        report(label, each_both(tr_run, tr_check, &cases[i]));
     }
 }
 
@@ -531,7 +541,7 @@ static void test_tls_context(void **state)
     /* Once without failures: OpenSSL's one-time initialisation is not what is tested. */
     assert_int_equal(tls_run(&c), CSQL_OK);
     tls_check(&c, CSQL_OK, 0);
-    report("TLS client context", csqlt_failalloc_each(tls_run, tls_check, &c, MAX_RUNS));
+    report("TLS client context", each_both(tls_run, tls_check, &c));
 }
 
 int main(void)
