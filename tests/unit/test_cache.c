@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <time.h>
 
 #include "cache.h"
@@ -700,6 +701,67 @@ static void test_misbehaving_refresh_is_an_internal_error(void **state)
     csql__cache_free(c);
 }
 
+/* Threads of this process whose name starts with `prefix` (/proc/self/task/N/comm). */
+static int count_threads(const char *prefix)
+{
+    DIR *dir = opendir("/proc/self/task");
+    if (dir == NULL) {
+        return -1;
+    }
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        char path[300], name[64] = "";
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            if (fgets(name, sizeof(name), f) != NULL && strncmp(name, prefix, strlen(prefix)) == 0) {
+                n++;
+            }
+            fclose(f);
+        }
+    }
+    closedir(dir);
+    return n;
+}
+
+static void test_threads_are_few_named_and_joined(void **state)
+{
+    (void)state;
+    fake f;
+    fake_init(&f);
+    atomic_store(&f.slow_delay_ms, 300);
+    csql__cache *lazy = mkcache(&f, CSQL_REFRESH_LAZY, 0);
+    assert_int_equal(get(lazy, "a", false, 5000, NULL), 0);
+    assert_int_equal(count_threads("csql-refresh"), 0);
+    csql__cache_free(lazy);
+
+    csql__cache *c = mkcache(&f, CSQL_REFRESH_BACKGROUND, 0);
+    assert_int_equal(count_threads("csql-refresh"), 1); /* the scheduler only */
+    /* Ten instances at once need at most max_workers (4) workers. */
+    getter g[10];
+    pthread_t t[10];
+    char names[10][16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(names[i], sizeof(names[i]), "slow%d:slow", i);
+        g[i] = (getter){.c = c, .inst = names[i]};
+        assert_int_equal(pthread_create(&t[i], NULL, getter_main, &g[i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(g[i].rc, 0);
+        csql__certset_unref(g[i].cs);
+    }
+    assert_int_equal(csql__cache_worker_count(c), 4);
+    assert_int_equal(count_threads("csql-refresh"), 5);
+    csql__cache_close(c);
+    assert_int_equal(count_threads("csql-refresh"), 0);
+    csql__cache_free(c);
+}
+
 static void test_warmup(void **state)
 {
     (void)state;
@@ -743,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_iam_flag_is_part_of_the_key),
         cmocka_unit_test(test_expired_result_is_an_error),
         cmocka_unit_test(test_misbehaving_refresh_is_an_internal_error),
+        cmocka_unit_test(test_threads_are_few_named_and_joined),
         cmocka_unit_test(test_warmup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
