@@ -609,6 +609,32 @@ static void test_tls_bulk_both_ways(void **state)
     pair_dispose(&p);
 }
 
+/* The server rotates keys and asks us to as well: SSL_read must answer (a write inside a read). */
+static void test_tls_key_update_both_ways(void **state)
+{
+    csql__loop *loop = *state;
+    pair_fx p;
+    tls_pair(loop, &p, 0);
+    char buf[64];
+    size_t w = 0, r = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(SSL_key_update(p.srv_ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+        assert_int_equal(SSL_write_ex(p.srv_ssl, "after update", 12, &w), 1);
+        assert_int_equal(tl_read_n(p.app, buf, 12, 2000), 12);
+        assert_memory_equal(buf, "after update", 12);
+        /* Our answer (the client's own KeyUpdate) arrives before the next data, under new keys. */
+        assert_int_equal(tl_write_all(p.app, "ack", 3, 2000), 0);
+        assert_int_equal(SSL_read_ex(p.srv_ssl, buf, 3, &r), 1);
+        assert_int_equal(r, 3);
+        assert_memory_equal(buf, "ack", 3);
+    }
+    close(p.app);
+    p.app = -1;
+    SSL_shutdown(p.srv_ssl);
+    assert_int_equal(wait_closed(&p, 5000), 0);
+    pair_dispose(&p);
+}
+
 /* Garbage on the TLS stream: a TLS error, and the driver's side is closed. */
 static void test_tls_error_closes_local(void **state)
 {
@@ -685,6 +711,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_thousand_connections_one_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_half_close_and_close_notify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_bulk_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_key_update_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_error_closes_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_aborts_live_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_loop_is_reused_then_reaped, setup, teardown),
