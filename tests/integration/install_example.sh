@@ -25,22 +25,27 @@ for h in csql.h config.h conn.h dialer.h errors.h log.h version.h; do
 done
 csql_log "installed into $work/prefix (libdir $libdir)"
 
+# A sanitizer build installs instrumented libraries: programs linking them need the same flags.
+san=$(sed -n 's/^CSQL_SANITIZE:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | tr ';' ',')
+sanflags=${san:+-fsanitize=$san}
+
 # 2. Out of tree with pkg-config. --define-prefix only for csql: its .pc was
 #    written for the configured prefix, not this one.
 export PKG_CONFIG_PATH="$(dirname "$pc")"
 csql_flags=$(pkg-config --define-prefix --cflags --libs csql)
 ssl_flags=$(pkg-config --cflags --libs openssl)
-cc -std=c11 -Wall -Wextra -Werror -o "$work/dial_pc" "$src/examples/dial.c" $csql_flags $ssl_flags \
+cc -std=c11 -Wall -Wextra -Werror $sanflags -o "$work/dial_pc" "$src/examples/dial.c" $csql_flags $ssl_flags \
     || csql_die "building examples/dial.c with pkg-config failed (flags: $csql_flags $ssl_flags)"
 # The static archive too, with its dependencies (shared: Debian ships no static libcurl deps).
 deps=$(pkg-config --libs openssl libcurl jansson)
-cc -std=c11 -Wall -Wextra -Werror -o "$work/dial_static" "$src/examples/dial.c" \
+cc -std=c11 -Wall -Wextra -Werror $sanflags -o "$work/dial_static" "$src/examples/dial.c" \
     $(pkg-config --define-prefix --cflags csql) "$libdir/libcsql.a" $deps -pthread \
     || csql_die "linking examples/dial.c against libcsql.a failed"
 
 # 3. Out of tree with CMake's find_package(csql).
 cmake -S "$src/examples" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$work/prefix" \
-    -DCMAKE_BUILD_TYPE=Release >"$work/cmake.log" 2>&1 \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$sanflags" -DCMAKE_EXE_LINKER_FLAGS="$sanflags" \
+    >"$work/cmake.log" 2>&1 \
     && cmake --build "$work/cmake" >>"$work/cmake.log" 2>&1 \
     || { cat "$work/cmake.log" >&2; csql_die "building examples/ with find_package(csql) failed"; }
 
