@@ -79,7 +79,7 @@ static int take_value(parse_state *s, int idx, const char *value, proxy_opts *o)
     return 0;
 }
 
-static int parse_long(parse_state *s, int argc, char *const argv[], int *i, proxy_opts *o,
+static int parse_long(parse_state *s, int argc, const char *const argv[], int *i, proxy_opts *o,
                       char *err, size_t errlen)
 {
     const char *a = argv[*i] + 2;
@@ -114,7 +114,7 @@ static int parse_long(parse_state *s, int argc, char *const argv[], int *i, prox
     return take_value(s, idx, argv[*i], o);
 }
 
-static int parse_short(parse_state *s, int argc, char *const argv[], int *i, proxy_opts *o,
+static int parse_short(parse_state *s, int argc, const char *const argv[], int *i, proxy_opts *o,
                        char *err, size_t errlen)
 {
     const char *a = argv[*i];
@@ -149,7 +149,7 @@ static int parse_short(parse_state *s, int argc, char *const argv[], int *i, pro
     return 0;
 }
 
-static int parse_argv(parse_state *s, int argc, char *const argv[], int first, proxy_opts *o,
+static int parse_argv(parse_state *s, int argc, const char *const argv[], int first, proxy_opts *o,
                       char *err, size_t errlen)
 {
     bool flags_done = false;
@@ -465,7 +465,7 @@ static int load_config_file(parse_state *s, proxy_opts *o, char *err, size_t err
     return 0;
 }
 
-int proxy_args_parse(int argc, char *const argv[], proxy_env_fn env, void *env_userdata,
+int proxy_args_parse(int argc, const char *const argv[], proxy_env_fn env, void *env_userdata,
                      proxy_opts *o, char *err, size_t errlen)
 {
     memset(o, 0, sizeof(*o));

@@ -19,7 +19,7 @@ typedef const char *(*proxy_env_fn)(const char *name, void *userdata);
  * value). o->cmd tells what to do; for HELP and VERSION nothing else is
  * checked. Free *o with proxy_opts_free in both cases.
  */
-int proxy_args_parse(int argc, char *const argv[], proxy_env_fn env, void *env_userdata,
+int proxy_args_parse(int argc, const char *const argv[], proxy_env_fn env, void *env_userdata,
                      proxy_opts *o, char *err, size_t errlen);
 
 /*

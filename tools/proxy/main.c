@@ -24,7 +24,7 @@ int main(int argc, char *argv[])
 {
     proxy_opts o;
     char err[1024];
-    if (proxy_args_parse(argc, argv, proxy_getenv, NULL, &o, err, sizeof(err)) != 0) {
+    if (proxy_args_parse(argc, (const char *const *)argv, proxy_getenv, NULL, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "csql-proxy: %s\n", err);
         proxy_opts_free(&o);
         return 1;
