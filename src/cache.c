@@ -260,6 +260,7 @@ void csql__cache_complete_locked(csql__cache *c, csql__cache_entry *e, int rc, c
         }
     }
     pthread_cond_broadcast(&e->done);
+    csql__cache_wake_waiters_locked(e);
 }
 
 /* ---- waiting for a valid certset ---- */
@@ -665,6 +666,7 @@ void csql__cache_close(csql__cache *c)
     atomic_store(&c->closing, true);
     for (size_t i = 0; i < c->n_entries; i++) {
         pthread_cond_broadcast(&c->entries[i]->done);
+        csql__cache_wake_waiters_locked(c->entries[i]);
     }
     pthread_cond_broadcast(&c->sched_cv);
     pthread_cond_broadcast(&c->work_cv);
@@ -734,4 +736,22 @@ int csql__cache_worker_count(csql__cache *c)
     int n = c->n_workers;
     pthread_mutex_unlock(&c->mu);
     return n;
+}
+
+/* ---- pieces for non-blocking gets (cache_nowait.c) ---- */
+
+int csql__cache_find_or_create_locked(csql__cache *c, const csql__instance_name *name, bool iam,
+                                      csql__cache_entry **out)
+{
+    return find_or_create_locked(c, name, iam, out);
+}
+
+void csql__cache_forget_expired_locked(csql__cache *c, csql__cache_entry *e, int64_t wall_s)
+{
+    forget_expired_locked(c, e, wall_s);
+}
+
+int csql__cache_timeout_error_locked(csql__cache *c, csql__cache_entry *e, int64_t waited_ms)
+{
+    return timeout_error(c, e, waited_ms);
 }

@@ -139,4 +139,63 @@ int csql__cache_stats(csql__cache *c, const csql__instance_name *name, bool iam,
 /* Number of refresh worker threads started so far (BACKGROUND), for tests. */
 int csql__cache_worker_count(csql__cache *c);
 
+
+/* ---- Getting a certset without blocking (csql_dial_async; cache_nowait.c) ---- */
+
+/*
+ * A non-blocking get's registration on its entry. Embed it in the waiting
+ * object and zero it before first use. notify(arg) runs when something the
+ * waiter may be waiting for happened (a refresh of the entry finished, or the
+ * cache is closing): on any thread, under the cache lock, so it must only
+ * signal (write an eventfd) and never call into the cache. One-shot: each
+ * csql__cache_get_nowait returning CSQL_ERR_WOULD_BLOCK arms it again.
+ */
+typedef struct csql__cache_waiter {
+    void (*notify)(void *arg);
+    void *arg;
+    /* private to the cache (under its lock) */
+    struct csql__cache_waiter *prev, *next;
+    bool linked;
+    bool started;     /* seen is set */
+    bool tried;       /* LAZY: this waiter asked for a refresh */
+    uint64_t seen;    /* the entry's completed refreshes at the first get */
+} csql__cache_waiter;
+
+/* Find or create the entry of (name, iam), with one reference. CSQL_ERR_CLOSED, CSQL_ERR_NOMEM. */
+int csql__cache_entry_get(csql__cache *c, const csql__instance_name *name, bool iam,
+                          csql__cache_entry **out);
+
+/*
+ * csql__cache_get without waiting, for entry e (from csql__cache_entry_get):
+ *   0: *cs holds a reference on a valid certset;
+ *   CSQL_ERR_WOULD_BLOCK: w is armed; call again after its notify ran
+ *     (spurious calls are harmless);
+ *   else the error csql__cache_get would have returned, raised on this
+ *     thread (CSQL_ERR_CLOSED, the saved refresh error).
+ * No deadline here: the caller keeps its own and raises
+ * csql__cache_timeout_error when it passes (after csql__cache_waiter_cancel).
+ * LAZY never refreshes on the calling thread: *kick set means a refresh must
+ * run elsewhere with csql__cache_lazy_refresh(e), or, if that cannot be
+ * arranged, csql__cache_lazy_abandon(e). A certset with under 4 minutes
+ * left is returned at once (with a kick), where csql__cache_get would have
+ * refreshed first.
+ */
+int csql__cache_get_nowait(csql__cache_entry *e, csql__cache_waiter *w, csql__certset **cs,
+                           bool *kick);
+
+/* Disarm w: no notify runs once this returns. Safe when not armed and after the cache is freed. */
+void csql__cache_waiter_cancel(csql__cache_entry *e, csql__cache_waiter *w);
+
+/* Raise and return csql__cache_get's CSQL_ERR_TIMEOUT for e (instance, rate limit, last error). */
+int csql__cache_timeout_error(csql__cache_entry *e, int64_t waited_ms);
+
+/*
+ * LAZY, after a kick, on a thread that may block: refresh e as a dial of
+ * csql__cache_get would (single flight, rate-limited) within deadline_ms,
+ * then wake e's waiters. The result reaches them through the entry.
+ */
+void csql__cache_lazy_refresh(csql__cache_entry *e, int64_t deadline_ms);
+/* LAZY: a kick that will not run: forget it and wake e's waiters. */
+void csql__cache_lazy_abandon(csql__cache_entry *e);
+
 #endif

@@ -40,6 +40,10 @@ struct csql__cache_entry {
     int64_t due_wall_ms;            /* mu: BACKGROUND: when the next refresh should run */
     int heap_idx;                   /* mu: position in the scheduler heap, -1 if unscheduled */
     csql__cache_entry *job_next;    /* mu: link in the job queue */
+
+    /* Non-blocking dials (cache_nowait.c). */
+    csql__cache_waiter *waiters;    /* mu: armed waiters, woken when a refresh completes */
+    bool lazy_kick;                 /* mu: LAZY: a refresh was asked of a worker, not finished */
 };
 
 struct csql__cache {
@@ -99,5 +103,14 @@ int csql__cache_run_refresh(csql__cache *c, csql__cache_entry *e, int64_t deadli
 int csql__cache_wait_locked(csql__cache *c, pthread_cond_t *cv, int64_t deadline_ms);
 /* An unexpired certset by the wall clock. */
 bool csql__cache_cs_valid(const csql__certset *cs, int64_t wall_s);
+
+/* cache.c, for cache_nowait.c: what csql__cache_get does, in pieces. mu held. */
+int csql__cache_find_or_create_locked(csql__cache *c, const csql__instance_name *name, bool iam,
+                                      csql__cache_entry **out);
+void csql__cache_forget_expired_locked(csql__cache *c, csql__cache_entry *e, int64_t wall_s);
+int csql__cache_timeout_error_locked(csql__cache *c, csql__cache_entry *e, int64_t waited_ms);
+
+/* cache_nowait.c: wake (and disarm) every waiter of e. mu held. */
+void csql__cache_wake_waiters_locked(csql__cache_entry *e);
 
 #endif

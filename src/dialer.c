@@ -354,3 +354,11 @@ int csql_dialer_warmup(csql_dialer *d, const char *instance, const csql_dial_opt
                                                         : d->cfg->refresh_timeout_ms;
     return csql__cache_warmup(d->cache, &name, ds.iam, wait, csql__mono_ms() + ms);
 }
+
+/* ---- for the non-blocking dial (dial_async.c) ---- */
+
+int csql__dialer_pick_address(const csql__certset *cs, csql_ip_type t, const char *instance,
+                              const char **host)
+{
+    return pick_address(cs, t, instance, host);
+}

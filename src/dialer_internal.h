@@ -42,5 +42,8 @@ int csql__dialer_resolve_opts(const csql_dialer *d, const csql_dial_options *opt
 int csql__dialer_check_open(const csql_dialer *d, const char *fn, const char *instance);
 /* The address of type t (AUTO: public, else private), or NULL. */
 const char *csql__address_of(const csql__connect_info *ci, csql_ip_type t);
+/* The address to dial in cs for type t, or CSQL_ERR_NO_IP_TYPE naming what the instance has. */
+int csql__dialer_pick_address(const csql__certset *cs, csql_ip_type t, const char *instance,
+                              const char **host);
 
 #endif
