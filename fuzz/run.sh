@@ -7,7 +7,7 @@
 # SECONDS_PER_TARGET defaults to 10 (CI: 10 targets, about 2 minutes in all).
 # TARGET names are without the fuzz_ prefix (default: all). New inputs go to
 # build/fuzz/corpus/<target>/ (the checked-in seeds in fuzz/corpus/<target>/
-# are read, never written); a crash leaves build/fuzz/artifacts/<target>/crash-*
+# are read, never written; fuzz/dict/*.dict are used where they fit); a crash leaves build/fuzz/artifacts/<target>/crash-*
 # and makes the script exit 1 after the remaining targets have run.
 # Env: CC (default clang-14), CSQL_FUZZ_JOBS (parallel fuzzing processes per
 # target, default 1), CSQL_FUZZ_ARGS (extra libFuzzer flags, e.g. -dict=...).
@@ -46,13 +46,18 @@ for t in $targets; do
     mkdir -p "$corpus" "$artifacts"
     echo "=== fuzz_$t: ${secs}s ==="
     log=$build/fuzz_$t.log
-    par=()
+    extra=()
+    case $t in
+    connect_info | google_error | credentials | token_response) extra=(-dict="$root/fuzz/dict/json.dict") ;;
+    tls_pem | emu_pubkey) extra=(-dict="$root/fuzz/dict/pem.dict") ;;
+    mdx | emu_mdx | emu_backend_auth) extra=(-dict="$root/fuzz/dict/wire.dict") ;;
+    esac
     if [ "$jobs" -gt 1 ]; then
         # Worker processes write fuzz-N.log into the current directory.
-        par=(-jobs="$jobs" -workers="$jobs")
+        extra+=(-jobs="$jobs" -workers="$jobs")
     fi
     # The first corpus directory receives new inputs; the seeds are only read.
-    if (cd "$build" && nice -n 10 "./fuzz/fuzz_$t" -max_total_time="$secs" "${par[@]}" \
+    if (cd "$build" && nice -n 10 "./fuzz/fuzz_$t" -max_total_time="$secs" "${extra[@]}" \
         -print_final_stats=1 -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="artifacts/$t/" ${CSQL_FUZZ_ARGS:-} \
         "corpus/$t" "$root/fuzz/corpus/$t") >"$log" 2>&1; then
