@@ -96,8 +96,8 @@ static void wake(csql__loop *loop)
     /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
 }
 
-/* Take everything posted and every finished job; run them (loop thread). */
-static void run_posted(csql__loop *loop)
+/* Take everything posted and every finished job; run them (loop thread). True if there were any. */
+static bool run_posted(csql__loop *loop)
 {
     pthread_mutex_lock(&loop->mu);
     csql__loop_task *tasks = loop->posted_head;
@@ -112,11 +112,13 @@ static void run_posted(csql__loop *loop)
         t->queued = false;
         t->fn(t->arg);
     }
+    bool any = tasks != NULL || done != NULL;
     while (done != NULL) {
         csql__loop_job *j = done;
         done = j->next;
         j->done(j->arg, 0);
     }
+    return any;
 }
 
 /* Run deferred tasks; tasks queued while running wait for the next round. */
@@ -180,14 +182,19 @@ static void *loop_main(void *arg)
         run_later(loop);
     }
 
-    /* Stopping: finish what was posted, close what is left, settle deferred frees. */
+    /*
+     * Stopping: finish what was posted (nothing new can be: posts are refused
+     * now), close what is left, settle deferred frees and call answers.
+     */
     run_posted(loop);
     close_members(loop);
-    for (int i = 0; i < LOOP_STOP_ROUNDS && (loop->later_head != NULL); i++) {
+    for (int i = 0; i < LOOP_STOP_ROUNDS; i++) {
+        bool later = loop->later_head != NULL;
         run_later(loop);
-        run_posted(loop);
+        if (!run_posted(loop) && !later) {
+            break;
+        }
     }
-    run_posted(loop);
     t_current_loop = NULL;
     return NULL;
 }
@@ -495,16 +502,30 @@ typedef struct sync_call {
     csql__loop *loop;
     bool done;
     csql__loop_task task;
+    csql__loop_task finish;
 } sync_call;
+
+static void sync_call_finish(void *arg)
+{
+    sync_call *c = arg;
+    pthread_mutex_lock(&c->loop->mu);
+    c->done = true;
+    pthread_cond_broadcast(&c->loop->cv);
+    pthread_mutex_unlock(&c->loop->mu);
+}
 
 static void sync_call_run(void *arg)
 {
     sync_call *c = arg;
     c->fn(c->arg);
-    pthread_mutex_lock(&c->loop->mu);
-    c->done = true;
-    pthread_cond_broadcast(&c->loop->cv);
-    pthread_mutex_unlock(&c->loop->mu);
+    /*
+     * Answer only after the current batch of events: events already fetched
+     * for an io that fn removed are skipped by reading that io, so the caller
+     * may free it only once the batch is over.
+     */
+    c->finish.fn = sync_call_finish;
+    c->finish.arg = c;
+    csql__loop_later(c->loop, &c->finish);
 }
 
 int csql__loop_call(csql__loop *loop, void (*fn)(void *), void *arg)

@@ -83,7 +83,11 @@ int csql__loop_count(void);
 
 /* 1 when called on this loop's thread. */
 bool csql__loop_in_thread(const csql__loop *loop);
-/* Run fn(arg) on the loop thread and wait for it (inline when already there). CSQL_ERR_CLOSED if stopping. */
+/*
+ * Run fn(arg) on the loop thread and wait for it (inline when already there).
+ * Returns once the loop finished the batch of events fn ran in, so memory of
+ * an io that fn removed may be freed by the caller. CSQL_ERR_CLOSED if stopping.
+ */
 int csql__loop_call(csql__loop *loop, void (*fn)(void *), void *arg);
 /* Queue a blocking job. CSQL_ERR_CLOSED if the loop is stopping. */
 int csql__loop_submit(csql__loop *loop, csql__loop_job *job);
