@@ -48,7 +48,7 @@ for t in $targets; do
     log=$build/fuzz_$t.log
     extra=()
     case $t in
-    connect_info | google_error | credentials | token_response) extra=(-dict="$root/fuzz/dict/json.dict") ;;
+    connect_info | google_error | credentials | token_response | emu_request) extra=(-dict="$root/fuzz/dict/json.dict") ;;
     tls_pem | emu_pubkey) extra=(-dict="$root/fuzz/dict/pem.dict") ;;
     mdx | emu_mdx | emu_backend_auth) extra=(-dict="$root/fuzz/dict/wire.dict") ;;
     esac
