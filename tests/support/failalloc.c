@@ -7,6 +7,7 @@
 #include "failalloc.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,31 @@ static _Thread_local long fa_seen;  /* allocations since arm */
 static _Thread_local int fa_injected; /* CSQLT_FA_* of the first injected failure */
 static _Thread_local int fa_sticky;   /* every allocation after the first failure fails too */
 
+/* Global mode (every thread): one shared countdown. */
+static atomic_int fa_g_armed;
+static atomic_long fa_g_left;
+static atomic_long fa_g_seen;
+static atomic_int fa_g_injected;
+
+static int fa_fail_now_global(int where)
+{
+    atomic_fetch_add(&fa_g_seen, 1);
+    if (atomic_load(&fa_g_injected) != 0 || atomic_fetch_sub(&fa_g_left, 1) > 0) {
+        return 0;
+    }
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&fa_g_injected, &none, where)) {
+        return 0; /* another thread took the one failure */
+    }
+    errno = ENOMEM;
+    return 1;
+}
+
 static int fa_fail_now(int where)
 {
+    if (atomic_load_explicit(&fa_g_armed, memory_order_relaxed)) {
+        return fa_fail_now_global(where);
+    }
     if (!fa_armed) {
         return 0;
     }
@@ -126,8 +150,20 @@ void csqlt_failalloc_arm_sticky(long n)
     fa_sticky = 1;
 }
 
+void csqlt_failalloc_arm_global(long n)
+{
+    atomic_store(&fa_g_left, n);
+    atomic_store(&fa_g_seen, 0);
+    atomic_store(&fa_g_injected, 0);
+    atomic_store(&fa_g_armed, 1);
+}
+
 long csqlt_failalloc_disarm(void)
 {
+    if (atomic_exchange(&fa_g_armed, 0)) {
+        fa_injected = atomic_load(&fa_g_injected);
+        return atomic_load(&fa_g_seen);
+    }
     fa_armed = 0;
     return fa_seen;
 }
@@ -137,12 +173,17 @@ int csqlt_failalloc_injected(void)
     return fa_injected;
 }
 
+enum { MODE_ONE, MODE_STICKY, MODE_GLOBAL };
+
 static long each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg, long max,
-                 int sticky)
+                 int mode)
 {
     for (long n = 0; n < max; n++) {
-        if (sticky) {
+        if (mode == MODE_STICKY) {
             csqlt_failalloc_arm_sticky(n);
+        } else if (mode == MODE_GLOBAL) {
+            fa_injected = 0;
+            csqlt_failalloc_arm_global(n);
         } else {
             csqlt_failalloc_arm(n);
         }
@@ -160,11 +201,17 @@ static long each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, voi
 long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
                           long max)
 {
-    return each(run, check, arg, max, 0);
+    return each(run, check, arg, max, MODE_ONE);
+}
+
+long csqlt_failalloc_each_global(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
+                                 void *arg, long max)
+{
+    return each(run, check, arg, max, MODE_GLOBAL);
 }
 
 long csqlt_failalloc_each_sticky(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
                                  void *arg, long max)
 {
-    return each(run, check, arg, max, 1);
+    return each(run, check, arg, max, MODE_STICKY);
 }

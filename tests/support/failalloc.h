@@ -29,6 +29,13 @@ int csqlt_failalloc_install(void);
 void csqlt_failalloc_arm(long n);
 /* The same, but every allocation after the nth fails too (memory stays short). */
 void csqlt_failalloc_arm_sticky(long n);
+/*
+ * Count (and fail the nth) allocation of every thread, not only this one:
+ * for code whose work happens on its own threads (a refresh worker). Which
+ * allocation is the nth then depends on scheduling; disarm and injected work
+ * as for this thread.
+ */
+void csqlt_failalloc_arm_global(long n);
 /* Stop injecting on this thread; returns the number of allocations seen since arm. */
 long csqlt_failalloc_disarm(void);
 /* Where the failure injected since the last arm on this thread happened; 0 if none yet. */
@@ -53,6 +60,9 @@ typedef int (*csqlt_failalloc_run_fn)(void *arg);
 typedef void (*csqlt_failalloc_check_fn)(void *arg, int rc, int injected);
 long csqlt_failalloc_each(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check, void *arg,
                           long max);
+/* The same with csqlt_failalloc_arm_global: the nth allocation of any thread fails. */
+long csqlt_failalloc_each_global(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
+                                 void *arg, long max);
 /* The same with csqlt_failalloc_arm_sticky: from the nth allocation on, all fail. */
 long csqlt_failalloc_each_sticky(csqlt_failalloc_run_fn run, csqlt_failalloc_check_fn check,
                                  void *arg, long max);

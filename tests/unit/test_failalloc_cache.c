@@ -209,6 +209,18 @@ static void test_background(void **state)
     scenario_every_failure(CSQL_REFRESH_BACKGROUND, "background, dialing thread");
 }
 
+/* Every allocation of every thread (scheduler, refresh workers, the fake refresh) in turn. */
+static void test_background_any_thread(void **state)
+{
+    (void)state;
+    scenario s = {.strategy = CSQL_REFRESH_BACKGROUND};
+    long n = csqlt_failalloc_each_global(run, check, &s, MAX_RUNS);
+    assert_true(n > 0);
+    print_message("cache scenario (background, every thread): about %ld allocations, each failed "
+                  "in turn\n",
+                  n);
+}
+
 int main(void)
 {
     if (csqlt_failalloc_install() != 0) {
@@ -218,6 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy),
         cmocka_unit_test(test_background),
+        cmocka_unit_test(test_background_any_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
