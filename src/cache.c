@@ -195,7 +195,7 @@ int csql__cache_run_refresh(csql__cache *c, csql__cache_entry *e, int64_t deadli
     return rc;
 }
 
-/* Errors a retry cannot fix: an entry without a valid certset stops refreshing in the background. */
+/* Errors a retry cannot fix: with no valid certset, the entry is not retried in the background. */
 static bool permanent_error(int code)
 {
     switch (code) {
@@ -246,8 +246,8 @@ void csql__cache_complete_locked(csql__cache *c, csql__cache_entry *e, int rc, c
         bool valid = csql__cache_cs_valid(e->cur, wall_s);
         if (valid) {
             csql__log(c->o.log, CSQL_LOG_WARN,
-                      "refresh of %s%s failed (%s); the current certificate stays in use for %" PRId64
-                      " s more",
+                      "refresh of %s%s failed (%s); the current certificate stays in use for "
+                      "%" PRId64 " s more",
                       e->name.full, iam_note(e), bare_message(e->err.message),
                       e->cur->expires_at - wall_s);
         } else {
@@ -275,8 +275,8 @@ static int timeout_error(csql__cache *c, csql__cache_entry *e, int64_t waited_ms
     int64_t rl_wait = csql__ratelimit_peek(&e->rl, csql__mono_ms());
     char limit[96] = "";
     if (rl_wait > 0) {
-        snprintf(limit, sizeof(limit), " (refresh rate limit: next attempt allowed in %" PRId64 " ms)",
-                 rl_wait);
+        snprintf(limit, sizeof(limit),
+                 " (refresh rate limit: next attempt allowed in %" PRId64 " ms)", rl_wait);
     }
     (void)c;
     if (e->has_err) {
@@ -488,7 +488,8 @@ static void drop_locked(csql__cache *c, csql__cache_entry *e, const csql__certse
         return; /* a newer certset is already in place */
     }
     csql__log(c->o.log, CSQL_LOG_INFO,
-              "TLS failed with the certificate of %s%s; dropping it (the server CA may have rotated)",
+              "TLS failed with the certificate of %s%s; dropping it "
+              "(the server CA may have rotated)",
               e->name.full, iam_note(e));
     csql__certset_unref(e->cur);
     e->cur = NULL;

@@ -49,7 +49,7 @@ typedef struct csql__cache_opts {
     int rl_burst;                 /* 2 */
     int64_t rl_interval_ms;       /* 30000 */
     int max_workers;              /* 4 */
-    int64_t max_sleep_ms;         /* 30000: the scheduler re-reads the wall clock at least this often */
+    int64_t max_sleep_ms;         /* 30000: longest scheduler sleep between wall-clock checks */
 } csql__cache_opts;
 
 typedef struct csql__cache csql__cache;

@@ -49,7 +49,7 @@ struct csql__cache_entry {
 struct csql__cache {
     csql__cache_opts o;             /* with defaults filled in */
     pthread_mutex_t mu;
-    atomic_bool closing;            /* written under mu; read lock-free as the refresh's cancel flag */
+    atomic_bool closing;            /* set under mu; read lock-free as the refresh's cancel flag */
     bool closed;                    /* mu: close finished joining */
     bool closing_in_progress;       /* mu: a thread is inside close */
 

@@ -35,7 +35,7 @@ typedef struct csql__dial_settings {
     uint32_t timeout_ms;
 } csql__dial_settings;
 
-/* Validate opts (NULL: the dialer's defaults). CSQL_ERR_INVALID_ARGUMENT naming fn and the field. */
+/* Validate opts (NULL: the dialer's defaults); CSQL_ERR_INVALID_ARGUMENT names fn and the field. */
 int csql__dialer_resolve_opts(const csql_dialer *d, const csql_dial_options *opts,
                               const char *fn, csql__dial_settings *out);
 /* CSQL_ERR_CLOSED once csql_dialer_close has been called. */
