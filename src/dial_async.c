@@ -44,7 +44,9 @@ struct csql_dial_async {
     csql__cache_waiter waiter;
     csql__certset *cs;               /* one reference, once the cache gave one */
     atomic_int evfd;                 /* eventfd while waiting on the cache or a job; read by notify */
-    int retired_fd;                  /* a reported fd no longer in use: closed at the next call */
+    int retired[2];                  /* eventfds no longer used: closed at the next call (the
+                                        caller may still watch one) */
+    int shown_fd;                    /* the fd the last continue reported, or -1 */
     csql__resolve_job *resolve;
     bool nb_ready;
     csql__dial_nb nb;
@@ -98,16 +100,33 @@ static void drain_evfd(csql_dial_async *h)
     }
 }
 
-/* The caller may still watch the eventfd: close it at the next call, not now. */
+/* Close the retired eventfds, except `keep`. */
+static void close_retired(csql_dial_async *h, int keep)
+{
+    for (int i = 0; i < 2; i++) {
+        if (h->retired[i] >= 0 && h->retired[i] != keep) {
+            close(h->retired[i]);
+        }
+        h->retired[i] = -1;
+    }
+}
+
+/*
+ * The caller may still watch the eventfd: close it at the next call, not now.
+ * One call retires at most two (the certificate wait's, then a name
+ * resolution's), so there is always a free slot.
+ */
 static void retire_evfd(csql_dial_async *h)
 {
     int fd = atomic_exchange(&h->evfd, -1);
-    if (fd >= 0) {
-        if (h->retired_fd >= 0) {
-            close(h->retired_fd);
-        }
-        h->retired_fd = fd;
+    if (fd < 0) {
+        return;
     }
+    int slot = h->retired[0] < 0 ? 0 : 1;
+    if (h->retired[slot] >= 0) {
+        close(h->retired[slot]); /* cannot happen (see above); never leak */
+    }
+    h->retired[slot] = fd;
 }
 
 /* ---- steps ---- */
@@ -319,8 +338,12 @@ static int run(csql_dial_async *h)
     }
 }
 
-/* Let go of everything but the result. */
-static void release_progress(csql_dial_async *h)
+/*
+ * Let go of everything but the result. `keep` (the fd last reported, or -1)
+ * is not closed but retired: the caller may still be watching it, and takes
+ * it out of its loop before csql_dial_async_free closes it.
+ */
+static void release_progress(csql_dial_async *h, int keep)
 {
     if (h->e != NULL) {
         csql__cache_waiter_cancel(h->e, &h->waiter);
@@ -329,18 +352,22 @@ static void release_progress(csql_dial_async *h)
         csql__resolve_job_release(h->resolve);
         h->resolve = NULL;
     }
+    int kept = keep >= 0 && (keep == h->retired[0] || keep == h->retired[1]) ? keep : -1;
     if (h->nb_ready) {
+        if (kept < 0) {
+            kept = csql__dial_nb_release_fd(&h->nb, keep);
+        }
         csql__dial_nb_dispose(&h->nb);
         h->nb_ready = false;
     }
     int fd = atomic_exchange(&h->evfd, -1);
-    if (fd >= 0) {
+    if (fd >= 0 && keep >= 0 && fd == keep) {
+        kept = fd;
+    } else if (fd >= 0) {
         close(fd);
     }
-    if (h->retired_fd >= 0) {
-        close(h->retired_fd);
-        h->retired_fd = -1;
-    }
+    close_retired(h, kept);
+    h->retired[0] = kept;
     csql__certset_unref(h->cs);
     h->cs = NULL;
     csql__cache_entry_unref(h->e);
@@ -386,7 +413,8 @@ int csql_dial_async_start(csql_dialer *d, const char *instance, const csql_dial_
     h->cb = cb;
     h->userdata = userdata;
     atomic_init(&h->evfd, -1);
-    h->retired_fd = -1;
+    h->retired[0] = h->retired[1] = -1;
+    h->shown_fd = -1;
     *out = h;
     return CSQL_OK;
 }
@@ -419,15 +447,16 @@ int csql_dial_async_continue(csql_dial_async *h, csql_conn **out)
         }
         return repeat_end(h);
     }
-    if (h->retired_fd >= 0) {
-        close(h->retired_fd);
-        h->retired_fd = -1;
-    }
+    close_retired(h, -1);
     drain_evfd(h);
     int rc = run(h);
     if (rc == CSQL_ERR_WOULD_BLOCK) {
+        h->shown_fd = csql_dial_async_fd(h);
         return rc;
     }
+    /* On success that socket belongs to the conn now; on failure it stays open until free. */
+    int reported = rc == CSQL_OK ? -1 : h->shown_fd;
+    h->shown_fd = -1;
     if (rc == CSQL_OK) {
         h->state = DA_DONE;
         h->result = 0;
@@ -439,7 +468,7 @@ int csql_dial_async_continue(csql_dial_async *h, csql_conn **out)
             h->err.code = rc;
         }
     }
-    release_progress(h);
+    release_progress(h, reported);
     if (h->cb != NULL) {
         csql_conn *conn = h->conn;
         h->conn = NULL;
@@ -510,7 +539,7 @@ void csql_dial_async_free(csql_dial_async *h)
     if (h == NULL) {
         return;
     }
-    release_progress(h);
+    release_progress(h, -1);
     csql_conn_close(h->conn);
     csql__saved_error_dispose(&h->err);
     free(h);

@@ -160,7 +160,8 @@ static int connect_next(csql__dial_nb *nb)
             return CSQL_ERR_WOULD_BLOCK;
         }
         nb->last_errno = errno;
-        retire_fd(nb);
+        /* Never reported to the caller: close it now, keep the retired one (it was). */
+        close_fd(&nb->fd);
     }
     return csql__error(CSQL_ERR_CONNECT, "TCP connect to %s failed: %s", nb->where,
                        nb->last_errno ? strerror(nb->last_errno) : "no usable address");
@@ -410,6 +411,27 @@ void csql__dial_nb_take(csql__dial_nb *nb, int *fd, SSL **ssl)
     nb->fd = -1;
     nb->ssl = NULL;
     nb->state = NB_OVER;
+}
+
+int csql__dial_nb_release_fd(csql__dial_nb *nb, int fd)
+{
+    if (fd < 0) {
+        return -1;
+    }
+    if (fd == nb->retired_fd) {
+        nb->retired_fd = -1;
+        return fd;
+    }
+    if (fd != nb->fd) {
+        return -1;
+    }
+    if (nb->ssl != NULL) {
+        SSL_free(nb->ssl); /* our socket BIO never closes the fd */
+        ERR_clear_error();
+        nb->ssl = NULL;
+    }
+    nb->fd = -1;
+    return fd;
 }
 
 void csql__dial_nb_dispose(csql__dial_nb *nb)

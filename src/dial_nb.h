@@ -90,6 +90,13 @@ unsigned csql__dial_nb_events(const csql__dial_nb *nb);
 /* After step returned 0: hand over the non-blocking socket and the SSL. */
 void csql__dial_nb_take(csql__dial_nb *nb, int *fd, SSL **ssl);
 
+/*
+ * Give up socket fd if the dial holds it (the one being dialled, whose SSL
+ * is then freed, or a retired one): returns fd, which the caller closes, or
+ * -1. For a dial that ended while the caller still watches that fd.
+ */
+int csql__dial_nb_release_fd(csql__dial_nb *nb, int fd);
+
 /* Close and free whatever the dial still holds (any state). */
 void csql__dial_nb_dispose(csql__dial_nb *nb);
 

@@ -33,6 +33,8 @@ static _Thread_local long fa_seen;  /* allocations since arm */
 static _Thread_local int fa_injected; /* CSQLT_FA_* of the first injected failure */
 static _Thread_local int fa_sticky;   /* every allocation after the first failure fails too */
 
+static atomic_int fa_mask = CSQLT_FA_ALL;
+
 /* Global mode (every thread): one shared countdown. */
 static atomic_int fa_g_armed;
 static atomic_long fa_g_left;
@@ -55,6 +57,9 @@ static int fa_fail_now_global(int where)
 
 static int fa_fail_now(int where)
 {
+    if ((atomic_load_explicit(&fa_mask, memory_order_relaxed) & CSQLT_FA_BIT(where)) == 0) {
+        return 0;
+    }
     if (atomic_load_explicit(&fa_g_armed, memory_order_relaxed)) {
         return fa_fail_now_global(where);
     }
@@ -133,6 +138,11 @@ int csqlt_failalloc_install(void)
     return CRYPTO_set_mem_functions(fa_crypto_malloc, fa_crypto_realloc, fa_crypto_free) == 1
                ? 0
                : -1;
+}
+
+void csqlt_failalloc_only(int mask)
+{
+    atomic_store(&fa_mask, mask == 0 ? CSQLT_FA_ALL : mask);
 }
 
 void csqlt_failalloc_arm(long n)

@@ -49,6 +49,16 @@ enum {
 int csqlt_failalloc_injected(void);
 
 /*
+ * Count and fail only allocations from these sources (a mask of
+ * CSQLT_FA_BIT(CSQLT_FA_CSQL) etc.; 0 or CSQLT_FA_ALL: every source). For
+ * long operations where failing every OpenSSL allocation would take too long.
+ */
+#define CSQLT_FA_BIT(src) (1 << (src))
+#define CSQLT_FA_ALL (CSQLT_FA_BIT(CSQLT_FA_CSQL) | CSQLT_FA_BIT(CSQLT_FA_JANSSON) | \
+                      CSQLT_FA_BIT(CSQLT_FA_OPENSSL))
+void csqlt_failalloc_only(int mask);
+
+/*
  * Fail each allocation of run(arg) in turn: for n = 0, 1, 2, ... arm(n), call
  * run, disarm, and hand its result to check(arg, rc, injected) (injected as
  * csqlt_failalloc_injected() returned it), which asserts

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -20,6 +21,7 @@
 #define HTTP_BACKLOG 64
 #define HTTP_CONNECTION_LIMIT 64
 #define HTTP_TIMEOUT_S 10
+#define HTTP_STOP_GRACE_MS 1000
 
 struct proxy_http {
     struct MHD_Daemon *d;
@@ -246,7 +248,7 @@ int proxy_http_start(proxy_http **out, const char *what, const char *address, in
         free(h);
         return fail(err, errlen, "%s: %s", what, why);
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
@@ -270,6 +272,23 @@ void proxy_http_stop(proxy_http *h)
     if (h == NULL) {
         return;
     }
+    /*
+     * Stop accepting, then give answers in flight (the 200 of /quitquitquit
+     * that started this shutdown) up to HTTP_STOP_GRACE_MS to go out.
+     */
+    MHD_socket lfd = MHD_quiesce_daemon(h->d);
+    for (int waited = 0; waited < HTTP_STOP_GRACE_MS; waited += 10) {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (info == NULL || info->num_connections == 0) {
+            break;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(h->d);
+    if (lfd != MHD_INVALID_SOCKET) {
+        close(lfd);
+    }
     free(h);
 }
