@@ -164,6 +164,46 @@ static int test_setup(void **state)
 
 /* ---------------- helpers ---------------- */
 
+/* Bridges started by the current test; the teardown stops any an assertion left running. */
+#define MAX_BRIDGES 8
+static csqlt_bridge *g_bridges[MAX_BRIDGES];
+
+static int bridge_start(csqlt_bridge **out, const char *sock_name, csqlt_bridge_dial_fn dial,
+                        void *arg)
+{
+    int rc = csqlt_bridge_start(out, sock_name, dial, arg);
+    for (int i = 0; rc == 0 && i < MAX_BRIDGES; i++) {
+        if (g_bridges[i] == NULL) {
+            g_bridges[i] = *out;
+            break;
+        }
+    }
+    return rc;
+}
+
+static void bridge_stop(csqlt_bridge *b)
+{
+    for (int i = 0; i < MAX_BRIDGES; i++) {
+        if (g_bridges[i] == b) {
+            g_bridges[i] = NULL;
+        }
+    }
+    csqlt_bridge_stop(b);
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MAX_BRIDGES; i++) {
+        if (g_bridges[i] != NULL) {
+            csqlt_bridge_stop(g_bridges[i]);
+            g_bridges[i] = NULL;
+        }
+    }
+    csql__clock_set_offset_s(0);
+    return 0;
+}
+
 static void log_to_stderr(csql_log_level level, const char *line, void *ud)
 {
     (void)ud;
@@ -216,7 +256,7 @@ static csql_dial_options ipopt(csql_ip_type t)
     return o;
 }
 
-/* The emulator's per-instance count for an endpoint, or the proxy's "accepted" when endpoint is NULL. */
+/* The emulator's per-instance count for an endpoint, or the proxy's "accepted" (endpoint NULL). */
 static long counter(const char *endpoint, const char *instance)
 {
     char url[256];
@@ -337,10 +377,10 @@ static void test_pg_every_ip_type(void **state)
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         target t = {d, I_PG, ipopt(types[i])};
         csqlt_bridge *b = NULL;
-        assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
+        assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
         assert_int_equal(pg_session(b, "postgres", 3), 0);
         assert_int_equal(csqlt_bridge_dial_failures(b, NULL), 0);
-        csqlt_bridge_stop(b);
+        bridge_stop(b);
     }
     assert_int_equal(counter(NULL, I_PG) - before, 5);
     /* One certificate served all five dials. */
@@ -362,9 +402,9 @@ static void test_cas_instance_with_unix_socket_backend(void **state)
     csql_dialer *d = mkdialer(CSQL_REFRESH_LAZY, 0);
     target t = {d, I_CAS, ipopt(CSQL_IP_DEFAULT)};
     csqlt_bridge *b = NULL;
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
     assert_int_equal(pg_session(b, "postgres", 2), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
     csql_dialer_free(d);
 }
 
@@ -375,10 +415,10 @@ static void test_mysql_sessions(void **state)
         csql_dialer *d = mkdialer((csql_refresh_strategy)s, 0);
         target t = {d, I_MY, ipopt(s == CSQL_REFRESH_LAZY ? CSQL_IP_PRIVATE : CSQL_IP_PUBLIC)};
         csqlt_bridge *b = NULL;
-        assert_int_equal(csqlt_bridge_start(&b, "mysql.sock", target_dial, &t), 0);
+        assert_int_equal(bridge_start(&b, "mysql.sock", target_dial, &t), 0);
         assert_int_equal(my_session(b, "app", "secret", 3), 0);
         assert_int_equal(my_session(b, "app", "secret", 1), 0);
-        csqlt_bridge_stop(b);
+        bridge_stop(b);
         csql_dialer_free(d);
     }
 }
@@ -389,7 +429,8 @@ static void test_auto_and_missing_ip_types(void **state)
     csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 0);
     csql_conn *c = NULL;
     csql_dial_options o = ipopt(CSQL_IP_AUTO);
-    assert_int_equal(csql_dial(d, I_PRIV, &o, &c), 0); /* no public IP: AUTO takes the private one */
+    /* No public IP: AUTO takes the private one. */
+    assert_int_equal(csql_dial(d, I_PRIV, &o, &c), 0);
     csql_conn_close(c);
     c = NULL;
     o = ipopt(CSQL_IP_PUBLIC);
@@ -484,25 +525,25 @@ static void test_iam_authn_sessions(void **state)
     csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 1);
     target tp = {d, I_PG, ipopt(CSQL_IP_DEFAULT)};
     csqlt_bridge *b = NULL;
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
     assert_int_equal(pg_session(b, pguser, 2), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
 
     target tm = {d, I_MY, ipopt(CSQL_IP_DEFAULT)};
-    assert_int_equal(csqlt_bridge_start(&b, "mysql.sock", target_dial, &tm), 0);
+    assert_int_equal(bridge_start(&b, "mysql.sock", target_dial, &tm), 0);
     assert_int_equal(my_session(b, myuser, "", 2), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
 
     /* An IAM certificate logs in as its principal's user only. */
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
     assert_int_not_equal(pg_session(b, "postgres", 1), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
 
     /* A per-dial override: the same dialer without IAM, as a password user. */
     tp.o.iam_authn = 0;
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &tp), 0);
     assert_int_equal(pg_session(b, "postgres", 1), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
     csql_dialer_free(d);
 }
 
@@ -534,7 +575,7 @@ static void test_short_certificates_under_load(void **state)
     csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 0);
     target t = {d, I_SHORT, ipopt(CSQL_IP_DEFAULT)};
     csqlt_bridge *b = NULL;
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
     enum { N = 4 };
     soak s = {.d = d, .b = b, .until = csql__mono_ms() + g_soak_s * 1000};
     pthread_t th[N];
@@ -552,7 +593,7 @@ static void test_short_certificates_under_load(void **state)
     /* Several generations of 20 s certificates, but never more than the limiter allows. */
     assert_true(certs >= 2 + (g_soak_s - 1) / 30);
     assert_true(certs <= 2 + g_soak_s / 30 + 1);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
     csql_dialer_free(d);
 }
 
@@ -563,7 +604,8 @@ static void test_admin_api_down_while_cert_is_valid(void **state)
     csql_conn *c = NULL;
     assert_int_equal(csql_dial(d, I_DOWN, NULL, &c), 0);
     csql_conn_close(c);
-    admin("POST", "/emulator/faults", "{\"endpoint\":\"connectSettings\",\"status\":503,\"count\":100000}");
+    admin("POST", "/emulator/faults",
+          "{\"endpoint\":\"connectSettings\",\"status\":503,\"count\":100000}");
     admin("POST", "/emulator/faults",
           "{\"endpoint\":\"generateEphemeralCert\",\"status\":503,\"count\":100000}");
     for (int i = 0; i < 10; i++) {
@@ -588,7 +630,7 @@ static void test_ca_rotation_recovers_without_restart(void **state)
     csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 0);
     target t = {d, I_ROT, ipopt(CSQL_IP_DEFAULT)};
     csqlt_bridge *b = NULL;
-    assert_int_equal(csqlt_bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
+    assert_int_equal(bridge_start(&b, ".s.PGSQL.5432", target_dial, &t), 0);
     assert_int_equal(pg_session(b, "postgres", 1), 0);
     long certs = counter("generateEphemeralCert", I_ROT);
     admin("POST", "/emulator/instances/" I_ROT "/rotate-ca", "{}");
@@ -606,7 +648,8 @@ static void test_ca_rotation_recovers_without_restart(void **state)
     fprintf(stderr, "rotation: %d ok, %d failed (last dial error %d)\n", ok, failures, last);
     assert_true(failures <= 1);
     assert_true(ok >= 4);
-    assert_true(dial_failures == 0 || last == CSQL_ERR_TLS_VERIFY || last == CSQL_ERR_TLS_HANDSHAKE);
+    assert_true(dial_failures == 0 || last == CSQL_ERR_TLS_VERIFY ||
+                last == CSQL_ERR_TLS_HANDSHAKE);
     assert_int_equal(counter("generateEphemeralCert", I_ROT), certs + 1);
 
     /* Connections cut under a live session: the client sees an error, new sessions work. */
@@ -617,7 +660,7 @@ static void test_ca_rotation_recovers_without_restart(void **state)
     assert_true(csql_conn_read(c, buf, sizeof(buf)) <= 0);
     csql_conn_close(c);
     assert_int_equal(pg_session(b, "postgres", 1), 0);
-    csqlt_bridge_stop(b);
+    bridge_stop(b);
     csql_dialer_free(d);
 }
 
@@ -752,8 +795,8 @@ static void test_32_threads_dial_and_query(void **state)
     target tp = {d, I_PG, ipopt(CSQL_IP_DEFAULT)};
     target tm = {d, I_MY, ipopt(CSQL_IP_DEFAULT)};
     crowd cr = {0};
-    assert_int_equal(csqlt_bridge_start(&cr.pg, ".s.PGSQL.5432", target_dial, &tp), 0);
-    assert_int_equal(csqlt_bridge_start(&cr.my, "mysql.sock", target_dial, &tm), 0);
+    assert_int_equal(bridge_start(&cr.pg, ".s.PGSQL.5432", target_dial, &tp), 0);
+    assert_int_equal(bridge_start(&cr.my, "mysql.sock", target_dial, &tm), 0);
     enum { N = 32 };
     pthread_t th[N];
     for (int i = 0; i < N; i++) {
@@ -766,29 +809,31 @@ static void test_32_threads_dial_and_query(void **state)
     assert_int_equal(atomic_load(&cr.ok), N * 3);
     /* 96 sessions, one certificate per instance. */
     assert_int_equal(csqlt_bridge_accepted(cr.pg) + csqlt_bridge_accepted(cr.my), N * 3);
-    csqlt_bridge_stop(cr.pg);
-    csqlt_bridge_stop(cr.my);
+    bridge_stop(cr.pg);
+    bridge_stop(cr.my);
     csql_dialer_free(d);
 }
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, test_setup, test_teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_pg_every_ip_type, test_setup),
-        cmocka_unit_test_setup(test_cas_instance_with_unix_socket_backend, test_setup),
-        cmocka_unit_test_setup(test_mysql_sessions, test_setup),
-        cmocka_unit_test_setup(test_auto_and_missing_ip_types, test_setup),
-        cmocka_unit_test_setup(test_instance_info_and_warmup, test_setup),
-        cmocka_unit_test_setup(test_api_errors_reach_the_dialer, test_setup),
-        cmocka_unit_test_setup(test_iam_authn_sessions, test_setup),
-        cmocka_unit_test_setup(test_admin_api_down_while_cert_is_valid, test_setup),
-        cmocka_unit_test_setup(test_ca_rotation_recovers_without_restart, test_setup),
-        cmocka_unit_test_setup(test_clock_jump_refreshes_at_dial, test_setup),
-        cmocka_unit_test_setup(test_429_storm_is_rate_limited, test_setup),
-        cmocka_unit_test_setup(test_refused_tcp_forces_refresh, test_setup),
-        cmocka_unit_test_setup(test_dial_after_close, test_setup),
-        cmocka_unit_test_setup(test_32_threads_dial_and_query, test_setup),
-        cmocka_unit_test_setup(test_short_certificates_under_load, test_setup),
+        T(test_pg_every_ip_type),
+        T(test_cas_instance_with_unix_socket_backend),
+        T(test_mysql_sessions),
+        T(test_auto_and_missing_ip_types),
+        T(test_instance_info_and_warmup),
+        T(test_api_errors_reach_the_dialer),
+        T(test_iam_authn_sessions),
+        T(test_admin_api_down_while_cert_is_valid),
+        T(test_ca_rotation_recovers_without_restart),
+        T(test_clock_jump_refreshes_at_dial),
+        T(test_429_storm_is_rate_limited),
+        T(test_refused_tcp_forces_refresh),
+        T(test_dial_after_close),
+        T(test_32_threads_dial_and_query),
+        T(test_short_certificates_under_load),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

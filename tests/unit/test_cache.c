@@ -718,7 +718,8 @@ static int count_threads(const char *prefix)
         snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
         FILE *f = fopen(path, "r");
         if (f != NULL) {
-            if (fgets(name, sizeof(name), f) != NULL && strncmp(name, prefix, strlen(prefix)) == 0) {
+            if (fgets(name, sizeof(name), f) != NULL &&
+                strncmp(name, prefix, strlen(prefix)) == 0) {
                 n++;
             }
             fclose(f);
