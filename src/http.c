@@ -144,9 +144,19 @@ static int check_url(transfer *t)
     if (u == NULL) {
         return csql__error(CSQL_ERR_NOMEM, "out of memory parsing URL %s", t->shown_url);
     }
-    if (curl_url_set(u, CURLUPART_URL, req->url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, req->url, 0);
+    if (uc == CURLUE_OK) {
+        uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+    }
+    if (uc == CURLUE_OK) {
+        uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+    }
+    if (uc == CURLUE_OUT_OF_MEMORY) {
+        /* Not the URL's fault: a permanent BAD_CONFIG would stop background refreshes. */
+        rc = csql__error(CSQL_ERR_NOMEM, "out of memory parsing URL %s", t->shown_url);
+        goto done;
+    }
+    if (uc != CURLUE_OK || host[0] == '\0') {
         rc = csql__error(CSQL_ERR_BAD_CONFIG, "invalid URL %s", t->shown_url);
         goto done;
     }
@@ -339,6 +349,9 @@ static int setup(transfer *t)
         }
     }
 #undef SET
+    if (cc == CURLE_OUT_OF_MEMORY) {
+        return csql__error(CSQL_ERR_NOMEM, "out of memory creating a request to %s", t->host);
+    }
     if (cc != CURLE_OK) {
         return csql__error(CSQL_ERR_INTERNAL, "request to %s: libcurl option failed: %s", t->host,
                            curl_easy_strerror(cc));
