@@ -2,8 +2,8 @@
  * Allocation failures on the whole dial path against csql-emulator: config,
  * dialer, credentials, a real refresh (both Admin API calls), the TLS
  * handshake with the server-side proxy, the connection and its teardown.
- * Every allocation csql makes (any thread) fails in turn; then, with a
- * stride, those of jansson and OpenSSL too. Each failure must surface as a
+ * Every allocation csql makes (any thread) fails in turn, then every one of
+ * libcurl and jansson, then, with a stride, all of them and OpenSSL's too. Each failure must surface as a
  * clean error with a message from the call that hit it (CSQL_ERR_NOMEM for
  * csql's own allocations), never crash or leak (asan preset), and the next
  * run, with memory back, must work.
@@ -242,6 +242,28 @@ static void test_every_csql_allocation(void **state)
                   g_failed_runs);
 }
 
+/* libcurl's and jansson's allocations too (HTTP transfers, JSON answers), each in turn. */
+static void test_every_curl_and_jansson_allocation(void **state)
+{
+    (void)state;
+    run_state s;
+    memset(&s, 0, sizeof(s));
+    memset(g_allowed_extra, 0, sizeof(g_allowed_extra));
+    /* jansson's lexer may drop a byte instead of failing (docs/SECURITY.md): the damaged
+     * answer is then refused as not JSON or as a bad field. */
+    g_allowed_extra[0] = CSQL_ERR_API_RESPONSE;
+    /* A transfer that runs out of memory inside libcurl is a failed request. */
+    g_allowed_extra[1] = CSQL_ERR_API;
+    g_failed_runs = 0;
+    csqlt_failalloc_only(CSQLT_FA_BIT(CSQLT_FA_CURL) | CSQLT_FA_BIT(CSQLT_FA_JANSSON));
+    long n = csqlt_failalloc_each_global(run, check, &s, 20000);
+    csqlt_failalloc_only(CSQLT_FA_ALL);
+    assert_true(n > 0);
+    print_message("dial path: %ld libcurl and jansson allocations, each failed in turn (%ld runs "
+                  "failed)\n",
+                  n, g_failed_runs);
+}
+
 /*
  * jansson and OpenSSL allocations too (thousands: the handshake, PEM and
  * X.509 parsing), every stride-th one so the test stays short. Out of
@@ -282,6 +304,14 @@ static void test_library_allocations_strided(void **state)
                   total, stride, runs, g_failed_runs);
 }
 
+static int reset_mask(void **state)
+{
+    (void)state;
+    csqlt_failalloc_disarm();
+    csqlt_failalloc_only(CSQLT_FA_ALL);
+    return 0;
+}
+
 int main(void)
 {
     if (csqlt_failalloc_install() != 0) {
@@ -289,8 +319,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_csql_allocation),
-        cmocka_unit_test(test_library_allocations_strided),
+        cmocka_unit_test_teardown(test_every_csql_allocation, reset_mask),
+        cmocka_unit_test_teardown(test_every_curl_and_jansson_allocation, reset_mask),
+        cmocka_unit_test_teardown(test_library_allocations_strided, reset_mask),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
@@ -132,10 +133,35 @@ static void fa_crypto_free(void *p, const char *file, int line)
     free(p);
 }
 
+static void *fa_curl_malloc(size_t n)
+{
+    return fa_fail_now(CSQLT_FA_CURL) ? NULL : __real_malloc(n);
+}
+
+static void *fa_curl_calloc(size_t n, size_t size)
+{
+    return fa_fail_now(CSQLT_FA_CURL) ? NULL : __real_calloc(n, size);
+}
+
+static void *fa_curl_realloc(void *p, size_t n)
+{
+    return fa_fail_now(CSQLT_FA_CURL) ? NULL : __real_realloc(p, n);
+}
+
+static char *fa_curl_strdup(const char *s)
+{
+    return fa_fail_now(CSQLT_FA_CURL) ? NULL : __real_strdup(s);
+}
+
 int csqlt_failalloc_install(void)
 {
     json_set_alloc_funcs(fa_json_malloc, free);
-    return CRYPTO_set_mem_functions(fa_crypto_malloc, fa_crypto_realloc, fa_crypto_free) == 1
+    if (CRYPTO_set_mem_functions(fa_crypto_malloc, fa_crypto_realloc, fa_crypto_free) != 1) {
+        return -1;
+    }
+    /* csql's own curl_global_init later only counts a reference. */
+    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, fa_curl_malloc, free, fa_curl_realloc,
+                                fa_curl_strdup, fa_curl_calloc) == CURLE_OK
                ? 0
                : -1;
 }

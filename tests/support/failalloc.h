@@ -11,7 +11,8 @@
  *     (CSQLT_FAILALLOC_LINK_OPTIONS in CMake; without it this file does not link);
  *   - jansson's allocations (json_set_alloc_funcs);
  *   - OpenSSL's allocations (CRYPTO_set_mem_functions), so PEM, X.509 and
- *     SSL_CTX failures are injected too.
+ *     SSL_CTX failures are injected too;
+ *   - libcurl's (curl_global_init_mem, before csql initialises curl).
  * Other threads (cmocka, refresh workers) are never affected, and neither is
  * libc-internal allocation (getaddrinfo, stdio).
  */
@@ -19,9 +20,9 @@
 #define CSQL_TEST_FAILALLOC_H
 
 /*
- * Install the jansson and OpenSSL hooks. Call first thing in main(), before
- * anything has used OpenSSL: 0, or -1 if OpenSSL had already allocated
- * (its hooks can then no longer be set).
+ * Install the jansson, OpenSSL and libcurl hooks. Call first thing in main(),
+ * before anything has used OpenSSL or curl: 0, or -1 if OpenSSL had already
+ * allocated (its hooks can then no longer be set) or curl failed to start.
  */
 int csqlt_failalloc_install(void);
 
@@ -44,7 +45,8 @@ enum {
     CSQLT_FA_CSQL = 1,    /* csql's own malloc/calloc/realloc/strdup/strndup */
     CSQLT_FA_JANSSON = 2, /* jansson (note: its lexer ignores a failed string buffer growth
                            * and drops the byte, so a parse may "succeed" with a damaged string) */
-    CSQLT_FA_OPENSSL = 3
+    CSQLT_FA_OPENSSL = 3,
+    CSQLT_FA_CURL = 4     /* libcurl (curl_global_init_mem) */
 };
 int csqlt_failalloc_injected(void);
 
@@ -55,7 +57,7 @@ int csqlt_failalloc_injected(void);
  */
 #define CSQLT_FA_BIT(src) (1 << (src))
 #define CSQLT_FA_ALL (CSQLT_FA_BIT(CSQLT_FA_CSQL) | CSQLT_FA_BIT(CSQLT_FA_JANSSON) | \
-                      CSQLT_FA_BIT(CSQLT_FA_OPENSSL))
+                      CSQLT_FA_BIT(CSQLT_FA_OPENSSL) | CSQLT_FA_BIT(CSQLT_FA_CURL))
 void csqlt_failalloc_only(int mask);
 
 /*
