@@ -4,12 +4,11 @@
  * Sockets are made on the caller's thread (so bind errors come back from
  * open); everything after that happens on the loop thread.
  */
-#include "endpoint_internal.h"
+#include "endpoint_impl.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +16,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
-#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
-#include "loop.h"
 
 #define EP_BACKLOG 512
 #define EP_ACCEPTS_PER_WAKEUP 64
@@ -29,90 +27,14 @@
 #define EP_SOCKET_NAME_DEFAULT "csql.sock"
 #define EP_SOCKET_NAME_MAX 64
 
-typedef struct ep_conn {
-    csql_endpoint *ep;
-    csql__fwd *fwd;
-    struct ep_conn *prev, *next;
-} ep_conn;
-
-typedef struct ep_dial_job {
-    csql__loop_job job;
-    csql_endpoint *ep;
-    int fd;
-    int rc;
-    csql__fwd_remote remote;
-    csql__saved_error err;
-} ep_dial_job;
-
-struct csql_endpoint {
-    atomic_int refs; /* the caller's, one per forwarded connection, one per dial in flight */
-    csql__loop *loop;
-    csql__loop_io lio;
-    csql__loop_io tio; /* accept backoff timer */
-    csql__loop_member member;
-    int lfd;
-    bool tcp;
-    bool one_shot;
-    bool private_dir;
-    bool closed;     /* loop thread */
-    bool listening;  /* loop thread: the listener is open */
-    bool paused;     /* loop thread: not watching the listener for now */
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    char address[INET6_ADDRSTRLEN];
-    uint16_t port;
-
-    csql__fwd_remote first;
-    bool has_first;
-    csql__endpoint_dial_fn dial;
-    void *dial_ctx;
-    void (*dial_ctx_free)(void *);
-
-    size_t buffer_size;
-    uint32_t max_connections;
-    csql_endpoint_error_fn on_error;
-    void *userdata;
-
-    int active;       /* loop thread */
-    int dials;        /* loop thread: dials in flight */
-    ep_conn *conns;   /* loop thread */
-    csql__endpoint_stats st;
-};
-
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
-
-static void remote_dispose(csql__fwd_remote *r)
-{
-    if (r->conn != NULL) {
-        csql_conn_close(r->conn);
-    } else {
-        if (r->ssl != NULL) {
-            SSL_free(r->ssl);
-        }
-        if (r->fd >= 0) {
-            close(r->fd);
-        }
-    }
-    r->conn = NULL;
-    r->ssl = NULL;
-    r->fd = -1;
-}
-
-static void abortive_close(int fd, bool tcp)
-{
-    if (tcp) {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(fd);
-}
 
 static void ep_free(csql_endpoint *ep)
 {
     csql__loop *loop = ep->loop;
     if (ep->has_first) {
-        remote_dispose(&ep->first);
+        csql__ep_remote_dispose(&ep->first);
     }
     if (ep->dial_ctx_free != NULL) {
         ep->dial_ctx_free(ep->dial_ctx);
@@ -121,12 +43,12 @@ static void ep_free(csql_endpoint *ep)
     csql__loop_release(loop);
 }
 
-static void ep_ref(csql_endpoint *ep)
+void csql__ep_ref(csql_endpoint *ep)
 {
     atomic_fetch_add(&ep->refs, 1);
 }
 
-static void ep_unref(csql_endpoint *ep)
+void csql__ep_unref(csql_endpoint *ep)
 {
     if (atomic_fetch_sub(&ep->refs, 1) == 1) {
         ep_free(ep);
@@ -154,11 +76,11 @@ static void stop_listening(csql_endpoint *ep)
     csql__loop_io_del(ep->loop, &ep->lio);
     close(ep->lfd);
     ep->lfd = -1;
-    if (!ep->tcp) {
+    if (ep->unlink_on_close) {
         unlink(ep->path);
-        if (ep->private_dir) {
-            rmdir(ep->dir);
-        }
+    }
+    if (ep->private_dir) {
+        rmdir(ep->dir);
     }
     if (ep->tio.fd >= 0) {
         int tfd = ep->tio.fd;
@@ -206,142 +128,42 @@ static bool at_capacity(const csql_endpoint *ep)
            (uint32_t)(ep->active + ep->dials) >= ep->max_connections;
 }
 
-/* ------------------------------------------------------------------ */
-/* forwarded connections (loop thread)                                 */
-
-static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
+void csql__ep_slot_freed(csql_endpoint *ep)
 {
-    ep_conn *c = arg;
-    csql_endpoint *ep = c->ep;
-    if (fs->error == 0) {
-        ep->st.closed_clean++;
-    } else {
-        ep->st.closed_error++;
-    }
-    size_t hw = fs->up_max_buffered > fs->down_max_buffered ? fs->up_max_buffered
-                                                             : fs->down_max_buffered;
-    if (hw > ep->st.max_buffered) {
-        ep->st.max_buffered = hw;
-    }
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        ep->conns = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    ep->active--;
-    free(c);
     if (ep->paused && !ep->closed && !at_capacity(ep)) {
         set_listening(ep, true);
-    }
-    ep_unref(ep);
-}
-
-/* Forward local fd over remote; both are owned from here. */
-static void start_forwarding(csql_endpoint *ep, int fd, const csql__fwd_remote *remote)
-{
-    ep_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        abortive_close(fd, ep->tcp);
-        csql__fwd_remote r = *remote;
-        remote_dispose(&r);
-        ep->st.closed_error++;
-        return;
-    }
-    c->ep = ep;
-    csql__fwd_opts fo = {
-        .buffer_size = ep->buffer_size,
-        .local_is_tcp = ep->tcp,
-        .on_close = on_conn_closed,
-        .arg = c,
-    };
-    if (csql__fwd_start(ep->loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
-        free(c);
-        ep->st.closed_error++;
-        return;
-    }
-    ep_ref(ep);
-    c->next = ep->conns;
-    if (ep->conns != NULL) {
-        ep->conns->prev = c;
-    }
-    ep->conns = c;
-    ep->active++;
-}
-
-/* ------------------------------------------------------------------ */
-/* dials of accepted connections                                       */
-
-static void dial_work(void *arg)
-{
-    ep_dial_job *j = arg;
-    j->remote.fd = -1;
-    j->rc = j->ep->dial(j->ep->dial_ctx, &j->remote);
-    if (j->rc != CSQL_OK) {
-        csql__error_save(&j->err);
-    }
-}
-
-static void dial_done(void *arg, int status)
-{
-    ep_dial_job *j = arg;
-    csql_endpoint *ep = j->ep;
-    if (status != CSQL_OK) {
-        /* The loop stopped: we may be on the stopping thread; touch nothing of the loop. */
-        abortive_close(j->fd, ep->tcp);
-        if (j->rc == CSQL_OK && j->remote.fd >= 0) {
-            remote_dispose(&j->remote);
-        }
-    } else {
-        ep->dials--;
-        if (j->rc == CSQL_OK) {
-            start_forwarding(ep, j->fd, &j->remote);
-        } else {
-            ep->st.dial_failures++;
-            abortive_close(j->fd, ep->tcp);
-            if (ep->on_error != NULL) {
-                csql__error_restore(&j->err);
-                ep->on_error(csql_error_last(), ep->userdata);
-            }
-        }
-        if (ep->paused && !ep->closed && !at_capacity(ep)) {
-            set_listening(ep, true);
-        }
-    }
-    csql__saved_error_dispose(&j->err);
-    free(j);
-    ep_unref(ep);
-}
-
-static void start_dial(csql_endpoint *ep, int fd)
-{
-    ep_dial_job *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        abortive_close(fd, ep->tcp);
-        ep->st.dial_failures++;
-        return;
-    }
-    j->ep = ep;
-    j->fd = fd;
-    j->remote.fd = -1;
-    j->job.work = dial_work;
-    j->job.done = dial_done;
-    j->job.arg = j;
-    ep_ref(ep);
-    ep->dials++;
-    if (csql__loop_submit(ep->loop, &j->job) != CSQL_OK) {
-        ep->dials--;
-        ep->st.dial_failures++;
-        abortive_close(fd, ep->tcp);
-        free(j);
-        ep_unref(ep);
     }
 }
 
 /* ------------------------------------------------------------------ */
 /* accepting (loop thread)                                             */
+
+static void peer_of(csql_endpoint *ep, int fd, csql__ep_peer *peer)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    peer->id = ++ep->next_id;
+    peer->accepted_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    peer->addr[0] = '\0';
+    if (!ep->tcp) {
+        return;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(peer->addr, sizeof(peer->addr), "%s:%u", ip, ntohs(s4->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(peer->addr, sizeof(peer->addr), "[%s]:%u", ip, ntohs(s6->sin6_port));
+    }
+}
 
 static void on_accept(void *arg, uint32_t events)
 {
@@ -365,6 +187,12 @@ static void on_accept(void *arg, uint32_t events)
             return;
         }
         ep->st.accepted++;
+        csql__ep_peer peer;
+        peer_of(ep, fd, &peer);
+        if (csql__ep_accepted(ep, &peer) != 0) {
+            csql__ep_abortive_close(fd, ep->tcp); /* refused by the application */
+            continue;
+        }
         if (ep->has_first) {
             ep->has_first = false;
             csql__fwd_remote first = ep->first;
@@ -374,14 +202,11 @@ static void on_accept(void *arg, uint32_t events)
             if (ep->one_shot) {
                 stop_listening(ep); /* the socket and its directory go at once */
             }
-            start_forwarding(ep, fd, &first);
+            peer.accepted_us = 0; /* pre-dialled */
+            csql__ep_forward(ep, fd, &peer, &first);
             continue;
         }
-        if (ep->dial == NULL) {
-            abortive_close(fd, ep->tcp);
-            continue;
-        }
-        start_dial(ep, fd);
+        csql__ep_dial(ep, fd, &peer);
     }
 }
 
@@ -395,7 +220,7 @@ static void ep_shut_on_loop(void *arg)
     stop_listening(ep);
     if (ep->has_first) {
         ep->has_first = false;
-        remote_dispose(&ep->first);
+        csql__ep_remote_dispose(&ep->first);
     }
     csql__loop_member_remove(ep->loop, &ep->member);
 }
@@ -477,6 +302,7 @@ static int listen_unix(csql_endpoint *ep, const char *name)
         return csql__error(CSQL_ERR_IO, "cannot bind unix socket %s: %s", ep->path,
                            strerrordesc_np(e));
     }
+    ep->unlink_on_close = true;
     /* Only this user may connect (the private directory already ensures it). */
     if (chmod(ep->path, 0600) != 0 || listen(fd, EP_BACKLOG) != 0) {
         int e = errno;
@@ -539,6 +365,63 @@ static int listen_tcp(csql_endpoint *ep, const char *address, uint16_t port)
     return CSQL_OK;
 }
 
+/* A listening socket from the caller: learn what it is; ours to close, its file is not ours. */
+static int adopt_listener(csql_endpoint *ep, int fd)
+{
+    int type = 0, listening = 0;
+    socklen_t ol = sizeof(type);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ol) != 0 || type != SOCK_STREAM) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_endpoint_open_fd: fd %d is not a stream socket", fd);
+    }
+    ol = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) != 0 || !listening ||
+        getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_endpoint_open_fd: socket %d is not listening (call listen first)",
+                           fd);
+    }
+    if (ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *su = (const struct sockaddr_un *)&ss;
+        size_t n = sl > offsetof(struct sockaddr_un, sun_path)
+                       ? sl - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        n = n < sizeof(ep->path) - 1 ? n : sizeof(ep->path) - 1;
+        memcpy(ep->path, su->sun_path, n);
+        ep->path[n] = '\0'; /* "" for an abstract or unnamed socket */
+        snprintf(ep->dir, sizeof(ep->dir), "%s", ep->path);
+        char *slash = strrchr(ep->dir, '/');
+        if (slash != NULL) {
+            *(slash == ep->dir ? slash + 1 : slash) = '\0';
+        } else {
+            ep->dir[0] = '\0';
+        }
+    } else if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        ep->tcp = true;
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &s4->sin_addr, ep->address, sizeof(ep->address));
+            ep->port = ntohs(s4->sin_port);
+        } else {
+            inet_ntop(AF_INET6, &s6->sin6_addr, ep->address, sizeof(ep->address));
+            ep->port = ntohs(s6->sin6_port);
+        }
+    } else {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_endpoint_open_fd: socket %d is neither TCP nor Unix", fd);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        return csql__error(CSQL_ERR_IO, "csql_endpoint_open_fd: cannot make socket %d non-blocking",
+                           fd);
+    }
+    ep->lfd = fd;
+    return CSQL_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* open / close                                                        */
 
@@ -547,9 +430,9 @@ static int check_options(const csql_endpoint_options *o)
     if (o == NULL) {
         return CSQL_OK;
     }
-    if (o->version != CSQL_ENDPOINT_OPTIONS_VERSION) {
+    if (o->version < 1 || o->version > CSQL_ENDPOINT_OPTIONS_VERSION) {
         return csql__error(CSQL_ERR_INVALID_ARGUMENT,
-                           "csql_endpoint_options.version is %u, expected %u (use "
+                           "csql_endpoint_options.version is %u, expected 1..%u (use "
                            "CSQL_ENDPOINT_OPTIONS_INIT)",
                            o->version, CSQL_ENDPOINT_OPTIONS_VERSION);
     }
@@ -605,6 +488,7 @@ int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
     first.conn = NULL;
     first.ssl = NULL;
     ep->dial = p->dial;
+    ep->dial_async = p->dial_async;
     ep->dial_ctx = p->dial_ctx;
     ep->dial_ctx_free = p->dial_ctx_free;
     ep->member.close = ep_shut_on_loop;
@@ -613,10 +497,16 @@ int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
     ep->buffer_size = (o && o->buffer_size) ? o->buffer_size : CSQL__FWD_BUFFER_DEFAULT;
     ep->max_connections = o ? o->max_connections : 0;
     ep->on_error = o ? o->on_error : NULL;
+    ep->on_event = (o && o->version >= 2) ? o->on_event : NULL; /* absent from version 1 */
     ep->userdata = o ? o->userdata : NULL;
     ep->st.buffer_cap = ep->buffer_size;
 
-    if (p->tcp) {
+    if (p->adopt_fd) {
+        rc = adopt_listener(ep, p->fd);
+        if (rc != CSQL_OK && p->fd >= 0) {
+            close(p->fd); /* ours even on failure */
+        }
+    } else if (p->tcp) {
         rc = listen_tcp(ep, p->address ? p->address : "127.0.0.1", p->port);
     } else {
         if (p->dir == NULL) {
@@ -650,14 +540,14 @@ int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
         if (ep->lfd >= 0) {
             close(ep->lfd);
             ep->lfd = -1;
-            if (!ep->tcp) {
+            if (ep->unlink_on_close) {
                 unlink(ep->path);
             }
             if (ep->private_dir) {
                 rmdir(ep->dir);
             }
         }
-        ep_unref(ep);
+        csql__ep_unref(ep);
         return rc;
     }
     *out = ep;
@@ -667,7 +557,7 @@ fail:
     if (ep != NULL) {
         if (ep->lfd >= 0) {
             close(ep->lfd);
-            if (!ep->tcp) {
+            if (ep->unlink_on_close) {
                 unlink(ep->path);
             }
         }
@@ -675,15 +565,18 @@ fail:
             rmdir(ep->dir);
         }
         if (ep->has_first) {
-            remote_dispose(&ep->first);
+            csql__ep_remote_dispose(&ep->first);
         }
         if (ep->dial_ctx_free != NULL) {
             ep->dial_ctx_free(ep->dial_ctx);
         }
         free(ep);
     } else {
+        if (p->adopt_fd && p->fd >= 0) {
+            close(p->fd);
+        }
         if (p->first != NULL) {
-            remote_dispose(&first);
+            csql__ep_remote_dispose(&first);
         }
         if (p->dial_ctx_free != NULL) {
             p->dial_ctx_free(p->dial_ctx);
@@ -699,7 +592,7 @@ void csql_endpoint_close(csql_endpoint *ep)
     }
     /* CSQL_ERR_CLOSED: the loop was stopped under us and already shut the endpoint. */
     csql__loop_call(ep->loop, ep_shut_on_loop, ep);
-    ep_unref(ep);
+    csql__ep_unref(ep);
 }
 
 const char *csql_endpoint_path(const csql_endpoint *ep)
@@ -734,14 +627,9 @@ static void stats_on_loop(void *arg)
     *sc->out = ep->st;
     sc->out->active = ep->active;
     sc->out->listening = ep->listening && !ep->paused;
-    for (ep_conn *c = ep->conns; c != NULL; c = c->next) {
-        csql__fwd_stats fs;
-        csql__fwd_get_stats(c->fwd, &fs);
-        size_t hw = fs.up_max_buffered > fs.down_max_buffered ? fs.up_max_buffered
-                                                               : fs.down_max_buffered;
-        if (hw > sc->out->max_buffered) {
-            sc->out->max_buffered = hw;
-        }
+    size_t live = csql__ep_conns_max_buffered(ep);
+    if (live > sc->out->max_buffered) {
+        sc->out->max_buffered = live;
     }
 }
 

@@ -1,6 +1,7 @@
-/* The public ways to open a csql_endpoint: over csql_dial for each connection, or a pre-dialled conn. */
+/* The public ways to open a csql_endpoint: a non-blocking dial per connection, or a pre-dialled conn. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "endpoint_internal.h"
 #include "error.h"
@@ -22,19 +23,11 @@ static void dial_ctx_free(void *arg)
     }
 }
 
-/* Runs on a loop worker: one csql_dial per accepted connection. */
-static int dial_with_dialer(void *arg, csql__fwd_remote *out)
+/* On the loop thread: a non-blocking dial the loop drives. */
+static int dial_async_with_dialer(void *arg, csql_dial_async **out)
 {
     dial_ctx *c = arg;
-    csql_conn *conn = NULL;
-    int rc = csql_dial(c->d, c->instance, c->has_opts ? &c->opts : NULL, &conn);
-    if (rc != CSQL_OK) {
-        return rc;
-    }
-    out->conn = conn;
-    out->fd = csql_conn_fd(conn);
-    out->ssl = csql_conn_ssl(conn);
-    return CSQL_OK;
+    return csql_dial_async_start(c->d, c->instance, c->has_opts ? &c->opts : NULL, NULL, NULL, out);
 }
 
 static int dial_ctx_new(csql_dialer *d, const char *instance, const csql_endpoint_options *opts,
@@ -64,25 +57,33 @@ static int dial_ctx_new(csql_dialer *d, const char *instance, const csql_endpoin
 }
 
 static int open_listener(csql_endpoint **out, csql_dialer *d, const char *instance, bool tcp,
-                         const char *dir, const char *address, uint16_t port,
+                         const char *dir, const char *address, uint16_t port, int fd,
                          const csql_endpoint_options *opts)
 {
     if (out == NULL) {
+        if (fd >= 0) {
+            close(fd);
+        }
         return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_endpoint_open: out is NULL");
     }
     *out = NULL;
     dial_ctx *c;
     int rc = dial_ctx_new(d, instance, opts, &c);
     if (rc != CSQL_OK) {
+        if (fd >= 0) {
+            close(fd);
+        }
         return rc;
     }
     csql__endpoint_params p = {
         .loop_key = d,
         .tcp = tcp,
+        .adopt_fd = fd >= 0,
+        .fd = fd,
         .dir = dir,
         .address = address,
         .port = port,
-        .dial = dial_with_dialer,
+        .dial_async = dial_async_with_dialer,
         .dial_ctx = c,
         .dial_ctx_free = dial_ctx_free,
         .opts = opts,
@@ -93,13 +94,23 @@ static int open_listener(csql_endpoint **out, csql_dialer *d, const char *instan
 int csql_endpoint_open_unix(csql_endpoint **out, csql_dialer *d, const char *instance,
                             const char *dir, const csql_endpoint_options *opts)
 {
-    return open_listener(out, d, instance, false, dir, NULL, 0, opts);
+    return open_listener(out, d, instance, false, dir, NULL, 0, -1, opts);
 }
 
 int csql_endpoint_open_tcp(csql_endpoint **out, csql_dialer *d, const char *instance,
                            const char *address, uint16_t port, const csql_endpoint_options *opts)
 {
-    return open_listener(out, d, instance, true, NULL, address, port, opts);
+    return open_listener(out, d, instance, true, NULL, address, port, -1, opts);
+}
+
+int csql_endpoint_open_fd(csql_endpoint **out, csql_dialer *d, const char *instance, int fd,
+                          const csql_endpoint_options *opts)
+{
+    if (fd < 0) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_endpoint_open_fd: fd %d is invalid",
+                           fd);
+    }
+    return open_listener(out, d, instance, false, NULL, NULL, 0, fd, opts);
 }
 
 int csql_endpoint_open_conn(csql_endpoint **out, csql_conn *conn, csql_dialer *d,
@@ -126,7 +137,7 @@ int csql_endpoint_open_conn(csql_endpoint **out, csql_conn *conn, csql_dialer *d
         .loop_key = d,
         .first = &first,
         .one_shot = d == NULL,
-        .dial = d ? dial_with_dialer : NULL,
+        .dial_async = d ? dial_async_with_dialer : NULL,
         .dial_ctx = c,
         .dial_ctx_free = d ? dial_ctx_free : NULL,
         .opts = opts,

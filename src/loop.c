@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "util/clock.h"
 
 #define LOOP_MAX_EVENTS 64
 #define LOOP_MAX_WORKERS 4
@@ -54,6 +55,7 @@ struct csql__loop {
     csql__loop_task *later_head;
     csql__loop_task *later_tail;
     csql__loop_member members;   /* sentinel of a circular list */
+    csql__loop_timer timers;     /* sentinel of a circular list of armed timers */
 };
 
 static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -149,6 +151,53 @@ static void close_members(csql__loop *loop)
     }
 }
 
+/* Milliseconds until the nearest timer (0 if due), or -1 with none armed. */
+static int next_timeout(const csql__loop *loop)
+{
+    if (loop->timers.next == &loop->timers) {
+        return -1;
+    }
+    int64_t now = csql__mono_ms();
+    int64_t best = INT64_MAX;
+    for (const csql__loop_timer *t = loop->timers.next; t != &loop->timers; t = t->next) {
+        if (t->due_ms < best) {
+            best = t->due_ms;
+        }
+    }
+    int64_t left = best - now;
+    return left <= 0 ? 0 : (left > 60000 ? 60000 : (int)left);
+}
+
+/* Fire every due timer; a timer re-armed by its own function waits for the next round. */
+static void run_timers(csql__loop *loop)
+{
+    if (loop->timers.next == &loop->timers) {
+        return;
+    }
+    int64_t now = csql__mono_ms();
+    csql__loop_timer due;
+    due.next = due.prev = &due;
+    for (csql__loop_timer *t = loop->timers.next, *next; t != &loop->timers; t = next) {
+        next = t->next;
+        if (t->due_ms <= now) {
+            t->prev->next = t->next;
+            t->next->prev = t->prev;
+            t->next = &due;
+            t->prev = due.prev;
+            due.prev->next = t;
+            due.prev = t;
+        }
+    }
+    while (due.next != &due) {
+        csql__loop_timer *t = due.next;
+        due.next = t->next;
+        t->next->prev = &due;
+        t->next = t->prev = NULL;
+        t->armed = false;
+        t->fn(t->arg);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     csql__loop *loop = arg;
@@ -157,7 +206,7 @@ static void *loop_main(void *arg)
     pthread_setname_np(pthread_self(), "csql-loop");
 
     while (!atomic_load(&loop->stop_flag)) {
-        int timeout = loop->later_head != NULL ? 0 : -1;
+        int timeout = loop->later_head != NULL ? 0 : next_timeout(loop);
         int n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR) {
@@ -179,6 +228,7 @@ static void *loop_main(void *arg)
             }
             io->fn(io->arg, evs[i].events);
         }
+        run_timers(loop);
         run_later(loop);
     }
 
@@ -306,6 +356,7 @@ static int loop_start(const void *key, csql__loop **out)
     loop->epfd = -1;
     loop->wakefd = -1;
     loop->members.next = loop->members.prev = &loop->members;
+    loop->timers.next = loop->timers.prev = &loop->timers;
     atomic_init(&loop->stop_flag, false);
     pthread_mutex_init(&loop->mu, NULL);
     pthread_cond_init(&loop->cv, NULL);
@@ -598,6 +649,29 @@ void csql__loop_later(csql__loop *loop, csql__loop_task *task)
     }
     task->queued = true;
     task_append(&loop->later_head, &loop->later_tail, task);
+}
+
+void csql__loop_timer_cancel(csql__loop *loop, csql__loop_timer *t)
+{
+    (void)loop;
+    if (!t->armed) {
+        return;
+    }
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    t->next = t->prev = NULL;
+    t->armed = false;
+}
+
+void csql__loop_timer_set(csql__loop *loop, csql__loop_timer *t, int64_t delay_ms)
+{
+    csql__loop_timer_cancel(loop, t);
+    t->due_ms = csql__mono_ms() + (delay_ms > 0 ? delay_ms : 0);
+    t->next = &loop->timers;
+    t->prev = loop->timers.prev;
+    loop->timers.prev->next = t;
+    loop->timers.prev = t;
+    t->armed = true;
 }
 
 void csql__loop_member_add(csql__loop *loop, csql__loop_member *m)

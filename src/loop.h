@@ -48,6 +48,15 @@ typedef struct csql__loop_member {
     struct csql__loop_member *prev, *next;
 } csql__loop_member;
 
+/* A one-shot timer on the loop thread; embedded in its owner. */
+typedef struct csql__loop_timer {
+    void (*fn)(void *arg);
+    void *arg;
+    int64_t due_ms; /* monotonic */
+    struct csql__loop_timer *prev, *next;
+    bool armed;
+} csql__loop_timer;
+
 /* A blocking job: work() on a worker thread, then done(status) on the loop thread. */
 typedef struct csql__loop_job {
     void (*work)(void *arg);
@@ -105,6 +114,13 @@ void csql__loop_io_del(csql__loop *loop, csql__loop_io *io);
  * free objects safely and to resume work cut short for fairness).
  */
 void csql__loop_later(csql__loop *loop, csql__loop_task *task);
+/*
+ * (Re)arm t to run fn(arg) once, delay_ms from now (0: after the current
+ * batch). Timers are few (one per dial in progress): kept in a list, the
+ * nearest bounds epoll_wait.
+ */
+void csql__loop_timer_set(csql__loop *loop, csql__loop_timer *t, int64_t delay_ms);
+void csql__loop_timer_cancel(csql__loop *loop, csql__loop_timer *t);
 void csql__loop_member_add(csql__loop *loop, csql__loop_member *m);
 void csql__loop_member_remove(csql__loop *loop, csql__loop_member *m);
 

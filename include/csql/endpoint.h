@@ -40,6 +40,33 @@ typedef struct csql_endpoint csql_endpoint;
  */
 typedef void (*csql_endpoint_error_fn)(const csql_error *err, void *userdata);
 
+/* What happened to one connection of an endpoint (csql_endpoint_options.on_event). */
+typedef enum csql_endpoint_event_kind {
+    CSQL_ENDPOINT_ACCEPTED = 1,    /* a client connected; return non-zero to refuse it (closed) */
+    CSQL_ENDPOINT_DIALLED = 2,     /* its connection to the instance is up (dial_us) */
+    CSQL_ENDPOINT_DIAL_FAILED = 3, /* it could not be dialled (error); the client was closed. Last event */
+    CSQL_ENDPOINT_CLOSED = 4       /* forwarding ended (bytes, error NULL if clean). Last event */
+} csql_endpoint_event_kind;
+
+typedef struct csql_endpoint_event {
+    csql_endpoint_event_kind kind;
+    uint64_t id;              /* the connection's number on this endpoint, from 1 */
+    const char *peer;         /* "ip:port" of a TCP client; "" for a Unix socket */
+    uint64_t dial_us;         /* DIALLED, DIAL_FAILED: accept to dial done (0: pre-dialled) */
+    uint64_t bytes_up;        /* CLOSED: client -> instance */
+    uint64_t bytes_down;      /* CLOSED: instance -> client */
+    const csql_error *error;  /* DIAL_FAILED; CLOSED when it did not end cleanly; else NULL */
+} csql_endpoint_event;
+
+/*
+ * Every connection gets ACCEPTED, then either nothing more (refused), or
+ * DIALLED then CLOSED, or DIAL_FAILED. Runs on csql's event loop thread (or,
+ * for connections cut short by csql_dialer_free, on its thread): it must not
+ * block, nor call csql_endpoint_close. The event and its strings are valid
+ * during the call only. The return value matters for ACCEPTED only.
+ */
+typedef int (*csql_endpoint_event_fn)(const csql_endpoint_event *ev, void *userdata);
+
 /* Options of an endpoint. Initialise with CSQL_ENDPOINT_OPTIONS_INIT; fields are only ever appended. */
 typedef struct csql_endpoint_options {
     unsigned int version;            /* CSQL_ENDPOINT_OPTIONS_VERSION */
@@ -50,11 +77,13 @@ typedef struct csql_endpoint_options {
     const char *unix_socket_name;    /* file name of the socket in its directory; NULL: "csql.sock"
                                         (libpq wants ".s.PGSQL.<port>") */
     csql_endpoint_error_fn on_error; /* may be NULL */
-    void *userdata;                  /* for on_error */
+    void *userdata;                  /* for on_error and on_event */
+    /* version >= 2 */
+    csql_endpoint_event_fn on_event; /* per-connection events (metrics, logs, limits); may be NULL */
 } csql_endpoint_options;
 
-#define CSQL_ENDPOINT_OPTIONS_VERSION 1
-#define CSQL_ENDPOINT_OPTIONS_INIT {CSQL_ENDPOINT_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL, NULL}
+#define CSQL_ENDPOINT_OPTIONS_VERSION 2
+#define CSQL_ENDPOINT_OPTIONS_INIT {CSQL_ENDPOINT_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL, NULL, NULL}
 
 /*
  * Listen on a Unix socket for `instance`; every accepted connection gets a
@@ -91,6 +120,17 @@ CSQL_EXTERN int csql_endpoint_open_tcp(csql_endpoint **out, csql_dialer *d, cons
  */
 CSQL_EXTERN int csql_endpoint_open_conn(csql_endpoint **out, csql_conn *conn, csql_dialer *d,
                                         const csql_endpoint_options *opts);
+
+/*
+ * Serve a socket the caller made, bound and listening (TCP or Unix: its own
+ * address, permissions, or one inherited through socket activation); every
+ * accepted connection gets a fresh dial as with csql_endpoint_open_unix.
+ * Ownership of fd passes to the endpoint, also on failure; close closes it
+ * but removes no file. Errors: CSQL_ERR_INVALID_ARGUMENT (not a listening
+ * stream socket), CSQL_ERR_BAD_INSTANCE_NAME, CSQL_ERR_NOMEM.
+ */
+CSQL_EXTERN int csql_endpoint_open_fd(csql_endpoint **out, csql_dialer *d, const char *instance,
+                                      int fd, const csql_endpoint_options *opts);
 
 /* The socket's path ("<dir>/<name>"), or NULL for TCP. Valid until close. */
 CSQL_EXTERN const char *csql_endpoint_path(const csql_endpoint *ep);

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -392,6 +393,8 @@ static void test_bad_options_are_named(void **state)
     assert_int_equal(open_fake(&ep, false, NULL, NULL, NULL, true, &o), CSQL_ERR_INVALID_ARGUMENT);
     assert_null(ep);
     assert_non_null(strstr(csql_error_last()->message, "version is 99"));
+    o.version = 0;
+    assert_int_equal(open_fake(&ep, false, NULL, NULL, NULL, true, &o), CSQL_ERR_INVALID_ARGUMENT);
     o.version = CSQL_ENDPOINT_OPTIONS_VERSION;
     o.buffer_size = 100;
     assert_int_equal(open_fake(&ep, false, NULL, NULL, NULL, true, &o), CSQL_ERR_INVALID_ARGUMENT);
@@ -565,6 +568,169 @@ static void test_endpoint_closed_after_forced_reap(void **state)
     close(c);
 }
 
+/* ---------------- events ---------------- */
+
+typedef struct ev_log {
+    pthread_mutex_t mu;
+    int n;
+    csql_endpoint_event_kind kind[64];
+    uint64_t id[64];
+    char peer[64][64];
+    uint64_t up[64], down[64];
+    int err[64];
+    int refuse_id; /* refuse the connection with this id */
+} ev_log;
+
+static int on_event(const csql_endpoint_event *ev, void *userdata)
+{
+    ev_log *l = userdata;
+    pthread_mutex_lock(&l->mu);
+    if (l->n < 64) {
+        int i = l->n++;
+        l->kind[i] = ev->kind;
+        l->id[i] = ev->id;
+        snprintf(l->peer[i], sizeof(l->peer[i]), "%s", ev->peer);
+        l->up[i] = ev->bytes_up;
+        l->down[i] = ev->bytes_down;
+        l->err[i] = ev->error != NULL ? ev->error->code : 0;
+    }
+    int refuse = ev->kind == CSQL_ENDPOINT_ACCEPTED && (int)ev->id == l->refuse_id;
+    pthread_mutex_unlock(&l->mu);
+    return refuse;
+}
+
+static int events_seen(ev_log *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int n = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+static void test_connection_events(void **state)
+{
+    (void)state;
+    ev_log l = {.mu = PTHREAD_MUTEX_INITIALIZER, .refuse_id = 2};
+    fake_dial fd = {0};
+    csql_endpoint_options o = CSQL_ENDPOINT_OPTIONS_INIT;
+    o.on_event = on_event;
+    o.userdata = &l;
+    csql_endpoint *ep;
+    assert_int_equal(open_fake(&ep, true, NULL, &fd, NULL, false, &o), 0);
+    /* #1: accepted, dialled, forwarded, closed with its byte counts. */
+    int c = connect_tcp(csql_endpoint_port(ep));
+    expect_echo(c, "12345");
+    close(c);
+    int64_t deadline = tl_now_ms() + 5000;
+    while (events_seen(&l) < 3 && tl_now_ms() < deadline) {
+        usleep(2000);
+    }
+    /* #2: refused by the application: the client is closed, nothing else happens. */
+    c = connect_tcp(csql_endpoint_port(ep));
+    assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
+    close(c);
+    /* #3: the dial fails: DIAL_FAILED is its last event. */
+    fd.fail_code = CSQL_ERR_CONNECT;
+    c = connect_tcp(csql_endpoint_port(ep));
+    assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
+    close(c);
+    csql_endpoint_close(ep);
+    assert_int_equal(wait_until(no_live_forwards, NULL, 5000), 0);
+    pthread_mutex_lock(&l.mu);
+    assert_int_equal(l.n, 6);
+    assert_int_equal(l.kind[0], CSQL_ENDPOINT_ACCEPTED);
+    assert_int_equal(l.id[0], 1);
+    assert_non_null(strstr(l.peer[0], "127.0.0.1:"));
+    assert_int_equal(l.kind[1], CSQL_ENDPOINT_DIALLED);
+    assert_int_equal(l.kind[2], CSQL_ENDPOINT_CLOSED);
+    assert_int_equal(l.up[2], 5);
+    assert_int_equal(l.down[2], 5);
+    assert_int_equal(l.err[2], 0);
+    assert_int_equal(l.kind[3], CSQL_ENDPOINT_ACCEPTED);
+    assert_int_equal(l.id[3], 2);
+    assert_int_equal(l.kind[4], CSQL_ENDPOINT_ACCEPTED);
+    assert_int_equal(l.id[4], 3);
+    assert_int_equal(l.kind[5], CSQL_ENDPOINT_DIAL_FAILED);
+    assert_int_equal(l.err[5], CSQL_ERR_CONNECT);
+    pthread_mutex_unlock(&l.mu);
+    assert_int_equal(atomic_load(&fd.calls), 2); /* the refused one was never dialled */
+}
+
+static void test_options_version_1_has_no_events(void **state)
+{
+    (void)state;
+    ev_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    fake_dial fd = {0};
+    csql_endpoint_options o = CSQL_ENDPOINT_OPTIONS_INIT;
+    o.version = 1; /* an application built before on_event existed */
+    o.on_event = on_event;
+    o.userdata = &l;
+    csql_endpoint *ep;
+    assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, &o), 0);
+    int c = connect_unix(csql_endpoint_path(ep));
+    expect_echo(c, "v1");
+    close(c);
+    csql_endpoint_close(ep);
+    assert_int_equal(events_seen(&l), 0);
+}
+
+/* ---------------- a listening socket from the caller ---------------- */
+
+static void test_open_fd_tcp_and_unix(void **state)
+{
+    (void)state;
+    fake_dial fd = {0};
+    /* TCP, bound by the caller. */
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sl), 0);
+    assert_int_equal(listen(l, 8), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    csql__endpoint_params p = {.loop_key = &g_key, .adopt_fd = true, .fd = l,
+                               .dial = dial_to_echo, .dial_ctx = &fd};
+    csql_endpoint *ep;
+    assert_int_equal(csql__endpoint_open(&ep, &p), 0);
+    assert_int_equal(csql_endpoint_port(ep), ntohs(sa.sin_port));
+    assert_string_equal(csql_endpoint_address(ep), "127.0.0.1");
+    int c = connect_tcp(csql_endpoint_port(ep));
+    expect_echo(c, "adopted tcp");
+    close(c);
+    csql_endpoint_close(ep); /* closes l */
+
+    /* Unix, with the caller's own path and mode: the file stays the caller's. */
+    char dir[] = "/tmp/csql-ep-fd.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/proxy.sock", dir);
+    struct sockaddr_un su = {.sun_family = AF_UNIX};
+    snprintf(su.sun_path, sizeof(su.sun_path), "%s", path);
+    l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&su, sizeof(su)), 0);
+    assert_int_equal(listen(l, 8), 0);
+    p.fd = l;
+    assert_int_equal(csql__endpoint_open(&ep, &p), 0);
+    assert_string_equal(csql_endpoint_path(ep), path);
+    assert_string_equal(csql_endpoint_dir(ep), dir);
+    c = connect_unix(path);
+    expect_echo(c, "adopted unix");
+    close(c);
+    csql_endpoint_close(ep);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0); /* not ours to remove */
+    unlink(path);
+    rmdir(dir);
+
+    /* Not listening: refused, and the fd is closed all the same. */
+    l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    p.fd = l;
+    assert_int_equal(csql__endpoint_open(&ep, &p), CSQL_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(csql_error_last()->message, "not listening"));
+    assert_int_equal(fcntl(l, F_GETFD), -1);
+    assert_int_equal(csql_endpoint_open_fd(&ep, (csql_dialer *)&g_key, "p:r:i", -1, NULL),
+                     CSQL_ERR_INVALID_ARGUMENT);
+}
+
 /* ---------------- with a real csql_conn ---------------- */
 
 /* Provided by conn.c once it exposes the report (see src/fwd.c). */
@@ -629,6 +795,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_endpoint_backpressure_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thousand_connections_through_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_endpoint_closed_after_forced_reap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_options_version_1_has_no_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_fd_tcp_and_unix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_conn_with_real_conn, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -674,6 +675,73 @@ static void test_reap_aborts_live_connections(void **state)
     pair_dispose(&p);
 }
 
+/* ---------------- loop timers ---------------- */
+
+typedef struct timer_fx {
+    csql__loop *loop;
+    csql__loop_timer t[4];
+    int64_t fired_at[4];
+    int order[4];
+    atomic_int nfired;
+} timer_fx;
+
+static timer_fx g_tf;
+
+static void on_timer(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    g_tf.fired_at[i] = tl_now_ms();
+    g_tf.order[atomic_fetch_add(&g_tf.nfired, 1)] = i;
+    if (i == 3 && g_tf.fired_at[3] != 0 && atomic_load(&g_tf.nfired) == 1) {
+        csql__loop_timer_set(g_tf.loop, &g_tf.t[3], 30); /* re-armed from its own function */
+    }
+}
+
+static void arm_timers(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 4; i++) {
+        g_tf.t[i].fn = on_timer;
+        g_tf.t[i].arg = (void *)(intptr_t)i;
+    }
+    csql__loop_timer_set(g_tf.loop, &g_tf.t[0], 120);
+    csql__loop_timer_set(g_tf.loop, &g_tf.t[1], 60);
+    csql__loop_timer_set(g_tf.loop, &g_tf.t[2], 90);
+    csql__loop_timer_set(g_tf.loop, &g_tf.t[2], 150); /* re-set: moves later */
+    csql__loop_timer_set(g_tf.loop, &g_tf.t[3], 0);
+    csql__loop_timer_cancel(g_tf.loop, &g_tf.t[0]);
+}
+
+static void noop(void *arg)
+{
+    (void)arg;
+}
+
+static void test_loop_timers(void **state)
+{
+    csql__loop *loop = *state;
+    memset(&g_tf, 0, sizeof(g_tf));
+    g_tf.loop = loop;
+    int64_t t0 = tl_now_ms();
+    assert_int_equal(csql__loop_call(loop, arm_timers, NULL), 0);
+    int64_t deadline = t0 + 3000;
+    while (atomic_load(&g_tf.nfired) < 4 && tl_now_ms() < deadline) {
+        usleep(5000);
+    }
+    usleep(200000); /* the cancelled one must not fire late */
+    /* A round trip through the loop orders its writes before our reads. */
+    assert_int_equal(csql__loop_call(loop, noop, NULL), 0);
+    assert_int_equal(atomic_load(&g_tf.nfired), 4);
+    /* t3 at once, t3 again at ~30 ms, t1 at ~60 ms, t2 at ~150 ms; t0 never. */
+    assert_int_equal(g_tf.order[0], 3);
+    assert_int_equal(g_tf.order[1], 3);
+    assert_int_equal(g_tf.order[2], 1);
+    assert_int_equal(g_tf.order[3], 2);
+    assert_int_equal(g_tf.fired_at[0], 0);
+    assert_true(g_tf.fired_at[1] - t0 >= 60);
+    assert_true(g_tf.fired_at[2] - t0 >= 150);
+}
+
 /* A loop whose last reference went away on its own thread idles until reused or reaped. */
 static void test_idle_loop_is_reused_then_reaped(void **state)
 {
@@ -713,6 +781,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_bulk_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_key_update_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_error_closes_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_aborts_live_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_loop_is_reused_then_reaped, setup, teardown),
     };

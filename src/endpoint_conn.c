@@ -1,0 +1,412 @@
+/*
+ * One accepted connection of an endpoint, on the loop thread: its dial (a
+ * non-blocking csql_dial_async the loop drives, or an injected blocking dial
+ * on a loop worker), its forwarding (fwd.c), and the events the application
+ * sees: ACCEPTED, then DIALLED and CLOSED, or DIAL_FAILED.
+ */
+#include "endpoint_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+struct csql__ep_conn {
+    csql_endpoint *ep;
+    csql__fwd *fwd;
+    csql__ep_peer peer;
+    struct csql__ep_conn *prev, *next;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void csql__ep_remote_dispose(csql__fwd_remote *r)
+{
+    if (r->conn != NULL) {
+        csql_conn_close(r->conn);
+    } else {
+        if (r->ssl != NULL) {
+            SSL_free(r->ssl);
+        }
+        if (r->fd >= 0) {
+            close(r->fd);
+        }
+    }
+    r->conn = NULL;
+    r->ssl = NULL;
+    r->fd = -1;
+}
+
+void csql__ep_abortive_close(int fd, bool tcp)
+{
+    if (fd < 0) {
+        return;
+    }
+    if (tcp) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* events                                                              */
+
+static int emit(csql_endpoint *ep, csql_endpoint_event_kind kind, const csql__ep_peer *peer,
+                uint64_t up, uint64_t down, const csql_error *err)
+{
+    if (ep->on_event == NULL) {
+        return 0;
+    }
+    csql_endpoint_event ev = {
+        .kind = kind,
+        .id = peer->id,
+        .peer = peer->addr,
+        .bytes_up = up,
+        .bytes_down = down,
+        .error = err,
+    };
+    if (kind == CSQL_ENDPOINT_DIALLED || kind == CSQL_ENDPOINT_DIAL_FAILED) {
+        ev.dial_us = peer->accepted_us ? (uint64_t)(now_us() - peer->accepted_us) : 0;
+    }
+    return ep->on_event(&ev, ep->userdata);
+}
+
+int csql__ep_accepted(csql_endpoint *ep, const csql__ep_peer *peer)
+{
+    return emit(ep, CSQL_ENDPOINT_ACCEPTED, peer, 0, 0, NULL);
+}
+
+/* A dial failed with the error raised on this thread: tell the application, close the client. */
+static void dial_failed(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+{
+    ep->st.dial_failures++;
+    csql__ep_abortive_close(fd, ep->tcp);
+    const csql_error *err = csql_error_last();
+    emit(ep, CSQL_ENDPOINT_DIAL_FAILED, peer, 0, 0, err);
+    if (ep->on_error != NULL) {
+        ep->on_error(err, ep->userdata);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* forwarding                                                          */
+
+static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
+{
+    csql__ep_conn *c = arg;
+    csql_endpoint *ep = c->ep;
+    if (fs->error == 0) {
+        ep->st.closed_clean++;
+    } else {
+        ep->st.closed_error++;
+    }
+    size_t hw = fs->up_max_buffered > fs->down_max_buffered ? fs->up_max_buffered
+                                                             : fs->down_max_buffered;
+    if (hw > ep->st.max_buffered) {
+        ep->st.max_buffered = hw;
+    }
+    csql_error err = {
+        .code = fs->error,
+        .category = csql_err_category_of(fs->error),
+        .message = fs->message,
+        .http_status = 0,
+        .api_reason = "",
+    };
+    emit(ep, CSQL_ENDPOINT_CLOSED, &c->peer, fs->up_bytes, fs->down_bytes,
+         fs->error != 0 ? &err : NULL);
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        ep->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    ep->active--;
+    free(c);
+    csql__ep_slot_freed(ep);
+    csql__ep_unref(ep);
+}
+
+void csql__ep_forward(csql_endpoint *ep, int fd, const csql__ep_peer *peer,
+                      const csql__fwd_remote *remote)
+{
+    emit(ep, CSQL_ENDPOINT_DIALLED, peer, 0, 0, NULL);
+    csql__ep_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        csql__ep_abortive_close(fd, ep->tcp);
+        csql__fwd_remote r = *remote;
+        csql__ep_remote_dispose(&r);
+        ep->st.closed_error++;
+        csql__error(CSQL_ERR_NOMEM, "out of memory forwarding a connection");
+        emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
+        return;
+    }
+    c->ep = ep;
+    c->peer = *peer;
+    csql__fwd_opts fo = {
+        .buffer_size = ep->buffer_size,
+        .local_is_tcp = ep->tcp,
+        .on_close = on_conn_closed,
+        .arg = c,
+    };
+    if (csql__fwd_start(ep->loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
+        ep->st.closed_error++;
+        emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
+        free(c);
+        return;
+    }
+    csql__ep_ref(ep);
+    c->next = ep->conns;
+    if (ep->conns != NULL) {
+        ep->conns->prev = c;
+    }
+    ep->conns = c;
+    ep->active++;
+}
+
+size_t csql__ep_conns_max_buffered(const csql_endpoint *ep)
+{
+    size_t best = 0;
+    for (const csql__ep_conn *c = ep->conns; c != NULL; c = c->next) {
+        csql__fwd_stats fs;
+        csql__fwd_get_stats(c->fwd, &fs);
+        size_t hw = fs.up_max_buffered > fs.down_max_buffered ? fs.up_max_buffered
+                                                               : fs.down_max_buffered;
+        if (hw > best) {
+            best = hw;
+        }
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------ */
+/* non-blocking dials, driven by the loop (no worker thread)          */
+
+typedef struct ep_adial {
+    csql_endpoint *ep;
+    int lfd; /* the accepted connection waiting for its dial */
+    csql__ep_peer peer;
+    csql_dial_async *h;
+    csql__loop_io io; /* the dial's current fd, registered (fd -1: none) */
+    csql__loop_timer timer;
+    csql__loop_member member;
+    csql__loop_task free_task;
+} ep_adial;
+
+static void adial_free(void *arg)
+{
+    ep_adial *a = arg;
+    csql_endpoint *ep = a->ep;
+    free(a);
+    csql__ep_unref(ep);
+}
+
+/* Take the dial out of the loop, free it after this batch (its io may have events pending). */
+static void adial_end(ep_adial *a)
+{
+    csql_endpoint *ep = a->ep;
+    if (a->io.fd >= 0) {
+        csql__loop_io_del(ep->loop, &a->io);
+    }
+    csql__loop_timer_cancel(ep->loop, &a->timer);
+    csql__loop_member_remove(ep->loop, &a->member);
+    csql_dial_async_free(a->h); /* closes the fds it reported: already out of the loop */
+    a->h = NULL;
+    ep->dials--;
+    csql__ep_slot_freed(ep);
+    a->free_task.fn = adial_free;
+    a->free_task.arg = a;
+    csql__loop_later(ep->loop, &a->free_task);
+}
+
+static void adial_step(ep_adial *a)
+{
+    csql_endpoint *ep = a->ep;
+    csql_conn *conn = NULL;
+    int rc = csql_dial_async_continue(a->h, &conn);
+    if (rc == CSQL_ERR_WOULD_BLOCK) {
+        int fd = csql_dial_async_fd(a->h);
+        int want = csql_dial_async_events(a->h);
+        uint32_t ev = ((want & CSQL_ASYNC_READ) ? EPOLLIN : 0) |
+                      ((want & CSQL_ASYNC_WRITE) ? EPOLLOUT : 0);
+        /* The fd reported before this call is still open: take it out before it goes. */
+        if (a->io.fd >= 0 && a->io.fd != fd) {
+            csql__loop_io_del(ep->loop, &a->io);
+        }
+        if (fd >= 0 && a->io.fd != fd) {
+            a->io.fd = fd;
+            if (csql__loop_io_add(ep->loop, &a->io, ev) != CSQL_OK) {
+                a->io.fd = -1; /* rely on the timer */
+            }
+        } else if (fd >= 0) {
+            csql__loop_io_set(ep->loop, &a->io, ev);
+        }
+        int tmo = csql_dial_async_timeout_ms(a->h);
+        csql__loop_timer_set(ep->loop, &a->timer, tmo < 0 ? 1000 : tmo);
+        return;
+    }
+    int lfd = a->lfd;
+    a->lfd = -1;
+    if (a->io.fd >= 0) {
+        /* The conn's socket was the dial's last fd: the forwarding registers it anew. */
+        csql__loop_io_del(ep->loop, &a->io);
+    }
+    if (rc == CSQL_OK) {
+        csql__fwd_remote r = {
+            .fd = csql_conn_fd(conn),
+            .ssl = csql_conn_ssl(conn),
+            .conn = conn,
+        };
+        csql__ep_forward(ep, lfd, &a->peer, &r);
+    } else {
+        dial_failed(ep, lfd, &a->peer);
+    }
+    adial_end(a);
+}
+
+static void adial_on_io(void *arg, uint32_t events)
+{
+    (void)events;
+    adial_step(arg);
+}
+
+static void adial_on_timer(void *arg)
+{
+    adial_step(arg);
+}
+
+/* The loop stops under a dial in progress (the dialer is being freed): cancel it. */
+static void adial_member_close(void *arg)
+{
+    ep_adial *a = arg;
+    int lfd = a->lfd;
+    a->lfd = -1;
+    csql__error(CSQL_ERR_CLOSED, "the dialer was freed before the dial finished");
+    dial_failed(a->ep, lfd, &a->peer);
+    adial_end(a);
+}
+
+static void dial_async(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+{
+    ep_adial *a = calloc(1, sizeof(*a));
+    csql_dial_async *h = NULL;
+    int rc = a == NULL ? csql__error(CSQL_ERR_NOMEM, "out of memory dialling for an endpoint")
+                       : ep->dial_async(ep->dial_ctx, &h);
+    if (rc != CSQL_OK) {
+        free(a);
+        dial_failed(ep, fd, peer);
+        return;
+    }
+    a->ep = ep;
+    a->lfd = fd;
+    a->peer = *peer;
+    a->h = h;
+    a->io = (csql__loop_io){.fd = -1, .fn = adial_on_io, .arg = a};
+    a->timer.fn = adial_on_timer;
+    a->timer.arg = a;
+    a->member.close = adial_member_close;
+    a->member.arg = a;
+    csql__ep_ref(ep);
+    ep->dials++;
+    csql__loop_member_add(ep->loop, &a->member);
+    adial_step(a); /* the first call does the first steps */
+}
+
+/* ------------------------------------------------------------------ */
+/* injected blocking dials, on a loop worker                          */
+
+typedef struct ep_dial_job {
+    csql__loop_job job;
+    csql_endpoint *ep;
+    int fd;
+    csql__ep_peer peer;
+    int rc;
+    csql__fwd_remote remote;
+    csql__saved_error err;
+} ep_dial_job;
+
+static void dial_work(void *arg)
+{
+    ep_dial_job *j = arg;
+    j->remote.fd = -1;
+    j->rc = j->ep->dial(j->ep->dial_ctx, &j->remote);
+    if (j->rc != CSQL_OK) {
+        csql__error_save(&j->err);
+    }
+}
+
+/* On the loop thread; with status CSQL_ERR_CLOSED maybe on the thread stopping the loop. */
+static void dial_done(void *arg, int status)
+{
+    ep_dial_job *j = arg;
+    csql_endpoint *ep = j->ep;
+    if (status != CSQL_OK) {
+        if (j->rc == CSQL_OK && j->remote.fd >= 0) {
+            csql__ep_remote_dispose(&j->remote);
+        }
+        csql__error(CSQL_ERR_CLOSED, "the dialer was freed before the dial finished");
+        dial_failed(ep, j->fd, &j->peer); /* touches no loop state */
+    } else {
+        ep->dials--;
+        if (j->rc == CSQL_OK) {
+            csql__ep_forward(ep, j->fd, &j->peer, &j->remote);
+        } else {
+            csql__error_restore(&j->err);
+            dial_failed(ep, j->fd, &j->peer);
+        }
+        csql__ep_slot_freed(ep);
+    }
+    csql__saved_error_dispose(&j->err);
+    free(j);
+    csql__ep_unref(ep);
+}
+
+static void dial_blocking(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+{
+    ep_dial_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        csql__error(CSQL_ERR_NOMEM, "out of memory dialling for an endpoint");
+        dial_failed(ep, fd, peer);
+        return;
+    }
+    j->ep = ep;
+    j->fd = fd;
+    j->peer = *peer;
+    j->remote.fd = -1;
+    j->job.work = dial_work;
+    j->job.done = dial_done;
+    j->job.arg = j;
+    csql__ep_ref(ep);
+    ep->dials++;
+    if (csql__loop_submit(ep->loop, &j->job) != CSQL_OK) {
+        ep->dials--;
+        dial_failed(ep, fd, peer);
+        free(j);
+        csql__ep_unref(ep);
+    }
+}
+
+void csql__ep_dial(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+{
+    if (ep->dial_async != NULL) {
+        dial_async(ep, fd, peer);
+    } else if (ep->dial != NULL) {
+        dial_blocking(ep, fd, peer);
+    } else {
+        csql__error(CSQL_ERR_INTERNAL, "endpoint has no way to dial");
+        dial_failed(ep, fd, peer);
+    }
+}
