@@ -8,7 +8,7 @@ PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
     # libraries
-    libssl-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libevent-dev
+    libssl-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libevent-dev libuv1-dev
     libcmocka-dev
     # driver helpers
     libpq-dev libmariadb-dev freetds-dev freetds-bin
