@@ -136,6 +136,13 @@ static void report_tls_error(csql_conn *c)
     }
 }
 
+void csql__conn_report_tls_error(csql_conn *c)
+{
+    if (c != NULL) {
+        report_tls_error(c);
+    }
+}
+
 /*
  * Turn a failed SSL call into a csql error, under the lock. TLS-level
  * failures (CSQL_ERR_TLS_IO) are fatal for the conn and reported once;

@@ -24,4 +24,11 @@ typedef void (*csql__conn_release_fn)(void *userdata);
 int csql__conn_new(int fd, SSL *ssl, const char *instance, csql__conn_tls_error_fn on_tls_error,
                    csql__conn_release_fn release, void *userdata, csql_conn **out);
 
+/*
+ * For code that drives the conn's SSL itself (the local endpoint's event
+ * loop): report a TLS-level failure so the cache drops its entry, exactly as
+ * csql_conn_read/write would. Fires on_tls_error at most once per conn.
+ */
+void csql__conn_report_tls_error(csql_conn *c);
+
 #endif

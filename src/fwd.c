@@ -4,6 +4,7 @@
  * two bounded rings. See fwd.h for the contract.
  */
 #include "fwd.h"
+#include "conn_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +34,6 @@
  * rotation). Provided by conn.c when available; weak so that the engine links
  * before it exists (then the report is skipped).
  */
-void csql__conn_report_tls_error(csql_conn *c) __attribute__((weak));
 
 enum { WANT_NONE = 0, WANT_RD = 1, WANT_WR = 2 };
 
@@ -89,7 +89,7 @@ static void fwd_free(void *arg)
 static void close_remote(csql__fwd *f, bool tls_failed)
 {
     if (f->r.conn != NULL) {
-        if (tls_failed && csql__conn_report_tls_error != NULL) {
+        if (tls_failed) {
             csql__conn_report_tls_error(f->r.conn);
         }
         csql_conn_close(f->r.conn);

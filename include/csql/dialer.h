@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "csql/config.h"
+#include "csql/conn.h"
 #include "csql/export.h"
 
 #ifdef __cplusplus
@@ -17,7 +18,6 @@ extern "C" {
 #endif
 
 typedef struct csql_dialer csql_dialer;
-typedef struct csql_conn csql_conn;
 
 /* Per-dial options. Initialise with CSQL_DIAL_OPTIONS_INIT; fields are only ever appended. */
 typedef struct csql_dial_options {

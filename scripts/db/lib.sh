@@ -1,10 +1,13 @@
 # Shared helpers for the throwaway database scripts (sourced, not run).
 
-# free_port: print a TCP port on 127.0.0.1 that nothing listens on.
+# free_port: print a TCP port on 127.0.0.1 that nothing listens on. Ports come
+# from 20000-32767, below the kernel's range for outgoing connections
+# (32768-60999 here), so a client socket can't take the port between the pick
+# and the server's bind. The start scripts still retry if the bind fails.
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$(( (RANDOM % 20000) + 20000 ))
+        p=$(( (RANDOM % 12768) + 20000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0

@@ -15,7 +15,6 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 dir=${1:-$(mktemp -d /tmp/csql-pg.XXXXXX)}
 mkdir -p "$dir"
 chmod 755 "$dir"
-port=${PGPORT:-$(free_port)}
 mkdir -p "$dir/data" "$dir/sock"
 printf 'secret\n' >"$dir/pwfile"
 mkdir -p "$dir/log"
@@ -35,10 +34,23 @@ fi
 
 listen=127.0.0.1
 [ -n "${CSQL_IAM_SOURCE:-}" ] && listen="127.0.0.1,${CSQL_IAM_SOURCE}"
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 30 \
-    -o "-c listen_addresses=$listen -p $port -k $dir/sock -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
-    start >"$dir/pg_ctl.log" 2>&1 \
-    || { echo "pg-start: server failed to start, see $dir/log/server.log" >&2; cat "$dir/log/server.log" >&2; exit 1; }
+port=""
+for _ in 1 2 3 4 5; do
+    port=${PGPORT:-$(free_port)}
+    if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 30 \
+        -o "-c listen_addresses=$listen -p $port -k $dir/sock -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
+        start >"$dir/pg_ctl.log" 2>&1; then
+        break
+    fi
+    port=""
+    # A fixed port that fails will fail again; a random one may have been taken.
+    [ -n "${PGPORT:-}" ] && break
+done
+if [ -z "$port" ]; then
+    echo "pg-start: server failed to start, see $dir/log/server.log" >&2
+    cat "$dir/log/server.log" >&2 || true
+    exit 1
+fi
 
 echo "CSQL_PG_DIR=$dir"
 echo "CSQL_PG_PORT=$port"

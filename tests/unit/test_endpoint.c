@@ -734,7 +734,6 @@ static void test_open_fd_tcp_and_unix(void **state)
 /* ---------------- with a real csql_conn ---------------- */
 
 /* Provided by conn.c once it exposes the report (see src/fwd.c). */
-void csql__conn_report_tls_error(csql_conn *c) __attribute__((weak));
 
 static atomic_int g_tls_errors;
 static void count_tls_error(void *ud)
@@ -764,16 +763,12 @@ static void test_open_conn_with_real_conn(void **state)
     assert_int_equal(tl_read_n(c, buf, 5, 2000), 5);
     assert_memory_equal(buf, "ready", 5);
     csql_endpoint_close(ep);
-    /* A TLS failure is reported to the conn's cache hook (when conn.c exposes the report). */
+    /* A TLS failure is reported to the conn's cache hook. */
     assert_int_equal(tl_write_all(sfd, "\x17\x03\x03\x00\x05garbage", 12, 2000), 0);
     assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
     close(c);
     assert_int_equal(wait_until(no_live_forwards, NULL, 5000), 0);
-    if (csql__conn_report_tls_error != NULL) {
-        assert_int_equal(atomic_load(&g_tls_errors), 1);
-    } else {
-        fprintf(stderr, "note: csql__conn_report_tls_error not provided by conn.c yet\n");
-    }
+    assert_int_equal(atomic_load(&g_tls_errors), 1);
     SSL_free(sssl);
     close(sfd);
 }
