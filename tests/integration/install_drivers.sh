@@ -25,11 +25,15 @@ libdir=$(dirname "$pcdir")
 sed -i "s|^prefix=.*|prefix=$work/prefix|" "$pcdir/csql.pc" "$pcdir/csql-pq.pc" "$pcdir/csql-mysql.pc"
 export PKG_CONFIG_PATH="$pcdir"
 
+# A sanitizer build installs instrumented libraries: programs linking them need the same flags.
+san=$(sed -n 's/^CSQL_SANITIZE:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null | tr ';' ',')
+sanflags=${san:+-fsanitize=$san}
+
 build_one() { # name pkg
     local flags
     flags=$(pkg-config --cflags --libs "$2") \
         || csql_die "pkg-config $2 failed"
-    cc -std=c11 -Wall -Wextra -Werror -o "$work/$1" "$src/examples/$1.c" $flags \
+    cc -std=c11 -Wall -Wextra -Werror $sanflags -o "$work/$1" "$src/examples/$1.c" $flags \
         || csql_die "building examples/$1.c with pkg-config $2 failed (flags: $flags)"
     local libs
     libs=$(LD_LIBRARY_PATH="$libdir" ldd "$work/$1")
