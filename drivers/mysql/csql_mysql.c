@@ -12,6 +12,7 @@
 #include "csql/endpoint.h"
 #include "csql/errors.h"
 #include "csql/helper.h"
+#include "mysql_internal.h"
 
 #define MY_USER_MAX 256
 
@@ -97,4 +98,12 @@ int csql_mysql_connect(csql_dialer *d, MYSQL *m, const char *instance, const cha
         return e != 0 ? (int)e : 2000; /* CR_UNKNOWN_ERROR */
     }
     return CSQL_OK;
+}
+
+/* ---- for csql_mysql_async.c ---- */
+
+int csql_mysql__check(csql_dialer *d, const char *instance, const csql_dial_options *opts,
+                      const char *user, char *dbuser, size_t len)
+{
+    return check_instance_and_user(d, instance, opts, user, dbuser, len);
 }

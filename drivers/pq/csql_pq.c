@@ -15,6 +15,7 @@
 #include "csql/endpoint.h"
 #include "csql/errors.h"
 #include "csql/helper.h"
+#include "pq_internal.h"
 
 /* libpq looks for "<host>/.s.PGSQL.<port>"; the directory is private, so the port can be fixed. */
 #define PQ_PORT "5432"
@@ -150,26 +151,30 @@ static int on_pq_event(PGEventId id, void *event_info, void *pass_through)
     return 1;
 }
 
+/* `given`: a connection already dialled (csql_pq_async.c), owned from here; NULL: dial now. */
 static PGconn *connect_common(csql_dialer *d, const char *instance, const char *conninfo,
-                              const csql_dial_options *opts, bool start)
+                              const csql_dial_options *opts, bool start, csql_conn *given)
 {
     PGconn *pg = NULL;
-    csql_conn *conn = NULL;
+    csql_conn *conn = given;
     csql_endpoint *ep = NULL;
     pq_params *p = calloc(1, sizeof(*p));
     if (p == NULL) {
+        csql_conn_close(given);
         csql_error_set(CSQL_ERR_NOMEM, "csql_pq_connect: out of memory");
         return NULL;
     }
     if (d == NULL || instance == NULL) {
+        csql_conn_close(given);
         csql_error_set(CSQL_ERR_INVALID_ARGUMENT, "csql_pq_connect: dialer and instance are required");
         goto out;
     }
     /* Check what we can before going to the network. */
     if (parse_conninfo(conninfo, p) != CSQL_OK) {
+        csql_conn_close(given);
         goto out;
     }
-    if (csql_dial(d, instance, opts, &conn) != CSQL_OK) {
+    if (given == NULL && csql_dial(d, instance, opts, &conn) != CSQL_OK) {
         goto out;
     }
     if (check_instance_and_user(d, instance, opts, p) != CSQL_OK) {
@@ -211,11 +216,33 @@ out:
 PGconn *csql_pq_connect(csql_dialer *d, const char *instance, const char *conninfo,
                         const csql_dial_options *opts)
 {
-    return connect_common(d, instance, conninfo, opts, false);
+    return connect_common(d, instance, conninfo, opts, false, NULL);
 }
 
 PGconn *csql_pq_connect_start(csql_dialer *d, const char *instance, const char *conninfo,
                               const csql_dial_options *opts)
 {
-    return connect_common(d, instance, conninfo, opts, true);
+    return connect_common(d, instance, conninfo, opts, true, NULL);
+}
+
+/* ---- for csql_pq_async.c ---- */
+
+PGconn *csql_pq__start_over_conn(csql_dialer *d, const char *instance, const char *conninfo,
+                                 const csql_dial_options *opts, csql_conn *conn)
+{
+    return connect_common(d, instance, conninfo, opts, true, conn);
+}
+
+int csql_pq__check_conninfo(const char *conninfo)
+{
+    pq_params *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return csql_error_set(CSQL_ERR_NOMEM, "csql_pq_connect: out of memory");
+    }
+    int rc = parse_conninfo(conninfo, p);
+    if (p->parsed != NULL) {
+        PQconninfoFree(p->parsed);
+    }
+    free(p);
+    return rc;
 }

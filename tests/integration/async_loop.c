@@ -44,6 +44,26 @@ int al_open_fds(void)
     return count_dir("/proc/self/fd") - 1; /* the DIR's own */
 }
 
+int al_open_sockets(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char path[300], target[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strncmp(target, "socket:", 7) == 0;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
 /* ---- csql_dial_async as an op ---- */
 
 static int dial_step(void *h, void **out)

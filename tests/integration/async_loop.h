@@ -67,6 +67,8 @@ void al_remove(al_loop *L, al_op *op);
 int al_threads(void);
 /* Open fds of this process now. */
 int al_open_fds(void);
+/* Open sockets of this process now. */
+int al_open_sockets(void);
 int64_t al_now_us(void);
 
 /* The ops of csql_dial_async (out is a csql_conn *). */

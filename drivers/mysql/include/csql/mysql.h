@@ -42,6 +42,50 @@ CSQL_EXTERN int csql_mysql_connect(csql_dialer *d, MYSQL *m, const char *instanc
                                    const char *user, const char *password, const char *db,
                                    unsigned long client_flags, const csql_dial_options *opts);
 
+/*
+ * ---- Without blocking (docs/async.md) ----
+ * csql_mysql_connect blocks. These do not: csql_dial_async, then MariaDB
+ * Connector/C's non-blocking mysql_real_connect_start / _cont over the
+ * one-shot endpoint, driven by your event loop through one handle with the
+ * contract of csql/async.h (fd, events, timeout, continue; the fd changes
+ * from csql's socket to the driver's on the way). The dial is bounded by
+ * opts->timeout_ms or the dialer's dial timeout; the MySQL handshake by the
+ * driver's own timeouts (MYSQL_OPT_CONNECT_TIMEOUT...) and the same deadline.
+ */
+typedef struct csql_mysql_async csql_mysql_async;
+
+/*
+ * Start connecting m (from mysql_init; MYSQL_OPT_NONBLOCK and the Unix
+ * socket protocol are set on it here) to `instance`. user, password and db
+ * are copied. Returns at once: 0 with *out, or a csql_err. m stays yours in
+ * every case; while a connect is in progress use it for nothing else.
+ */
+CSQL_EXTERN int csql_mysql_connect_async_start(csql_dialer *d, MYSQL *m, const char *instance,
+                                               const char *user, const char *password,
+                                               const char *db, unsigned long client_flags,
+                                               const csql_dial_options *opts,
+                                               csql_mysql_async **out);
+
+/*
+ * Make progress: CSQL_ERR_WOULD_BLOCK (wait, call again); then the result of
+ * csql_mysql_connect: 0 connected, > 0 the database refused (mysql_errno(m)),
+ * < 0 a csql_err. After the end, later calls return CSQL_ERR_INVALID_ARGUMENT.
+ */
+CSQL_EXTERN int csql_mysql_async_continue(csql_mysql_async *a);
+
+/* The fd to watch (-1: none; call continue when the timeout expires). */
+CSQL_EXTERN int csql_mysql_async_fd(const csql_mysql_async *a);
+/* CSQL_ASYNC_READ and/or CSQL_ASYNC_WRITE (csql/async.h), or 0. */
+CSQL_EXTERN int csql_mysql_async_events(const csql_mysql_async *a);
+/* Milliseconds until continue must be called anyway (0: now). */
+CSQL_EXTERN int csql_mysql_async_timeout_ms(const csql_mysql_async *a);
+
+/*
+ * Free the handle (wiping the password copy). Cancelling mid-connect leaves
+ * m good only for mysql_close. NULL is ignored.
+ */
+CSQL_EXTERN void csql_mysql_async_free(csql_mysql_async *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -55,6 +55,46 @@ CSQL_EXTERN PGconn *csql_pq_connect(csql_dialer *d, const char *instance, const 
 CSQL_EXTERN PGconn *csql_pq_connect_start(csql_dialer *d, const char *instance,
                                           const char *conninfo, const csql_dial_options *opts);
 
+/*
+ * ---- Without blocking at all (docs/async.md) ----
+ * csql_pq_connect_start still blocks for csql's dial. These do not: the dial
+ * runs as csql_dial_async, then PQconnectStartParams / PQconnectPoll, all
+ * driven by your event loop through one handle with the contract of
+ * csql/async.h (fd, events, timeout, continue; the fd changes from csql's
+ * to libpq's socket on the way). One deadline covers both: opts->timeout_ms
+ * or the dialer's dial timeout.
+ */
+typedef struct csql_pq_async csql_pq_async;
+
+/*
+ * Check conninfo (as csql_pq_connect: host, hostaddr, port and sslmode are
+ * refused) and start the dial. Returns at once: 0 with *out, or a csql_err
+ * (nothing to free).
+ */
+CSQL_EXTERN int csql_pq_connect_async_start(csql_dialer *d, const char *instance,
+                                            const char *conninfo, const csql_dial_options *opts,
+                                            csql_pq_async **out);
+
+/*
+ * Make progress: CSQL_ERR_WOULD_BLOCK (wait for fd/events/timeout, call
+ * again); 0 with *out a PGconn, CONNECTION_OK, or CONNECTION_BAD when the
+ * database refused (its message in PQerrorMessage; PQfinish it); or a
+ * negative csql_err when csql could not reach the instance (csql_error_last()).
+ * The PGconn's socket is the last fd reported. After the end, later calls
+ * return CSQL_ERR_INVALID_ARGUMENT.
+ */
+CSQL_EXTERN int csql_pq_async_continue(csql_pq_async *a, PGconn **out);
+
+/* The fd to watch (-1: none; call continue when the timeout expires). */
+CSQL_EXTERN int csql_pq_async_fd(const csql_pq_async *a);
+/* CSQL_ASYNC_READ and/or CSQL_ASYNC_WRITE (csql/async.h), or 0. */
+CSQL_EXTERN int csql_pq_async_events(const csql_pq_async *a);
+/* Milliseconds until continue must be called anyway (0: now). */
+CSQL_EXTERN int csql_pq_async_timeout_ms(const csql_pq_async *a);
+
+/* Cancel at any point and free everything (a PGconn not handed over is PQfinish'ed). NULL is ignored. */
+CSQL_EXTERN void csql_pq_async_free(csql_pq_async *a);
+
 #ifdef __cplusplus
 }
 #endif
