@@ -3,7 +3,6 @@
 #define CSQL_CSQL_H
 
 #include "csql/async.h"
-#include "csql/async.h"
 #include "csql/config.h"
 #include "csql/conn.h"
 #include "csql/dialer.h"
