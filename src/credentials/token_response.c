@@ -153,9 +153,10 @@ int csql__token_response_parse(long status, const char *body, size_t len, const 
         goto done;
     }
     double secs = exp ? json_number_value(exp) : 0.0;
-    if (exp != NULL && !(secs > 0.0)) {
+    /* Whole seconds count: under one second the token would expire as it arrives. */
+    if (exp != NULL && !(secs >= 1.0)) {
         rc = csql__error_http(CSQL_ERR_TOKEN, status, NULL,
-                              "%s: \"expires_in\" is not positive", what);
+                              "%s: \"expires_in\" is not positive (or under one second)", what);
         goto done;
     }
     rc = take_token(root, "access_token", what, status, out);

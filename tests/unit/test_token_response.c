@@ -97,6 +97,10 @@ static void test_bad_fields(void **state)
                      CSQL_ERR_TOKEN);
     assert_msg_has("not positive");
     assert_int_equal(parse(200, "{\"access_token\":\"a\",\"expires_in\":0}", &t), CSQL_ERR_TOKEN);
+    /* Found by fuzz_token_response: 0 < expires_in < 1 gave a token expiring on arrival. */
+    assert_int_equal(parse(200, "{\"access_token\":\"a\",\"expires_in\":1e-2}", &t),
+                     CSQL_ERR_TOKEN);
+    assert_msg_has("under one second");
     assert_int_equal(parse(200, "{\"access_token\":\"a\",\"token_type\":\"MAC\"}", &t),
                      CSQL_ERR_TOKEN);
     assert_msg_has("token_type");
