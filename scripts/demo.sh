@@ -2,8 +2,9 @@
 # Demo (README: "scripts/demo.sh"): a real query over Cloud SQL's connection path,
 # all on this machine:
 #
-#   psql ─► Google's cloud_sql_proxy (v1) ─► TLS 1.3 ─► csql-emulator IP:3307 ─► PostgreSQL
-#                    └── SQL Admin API (instance data, ephemeral client cert) ─► csql-emulator
+#   libpq ─► csql (local endpoint) ─► TLS 1.3 ─► csql-emulator IP:3307 ─► PostgreSQL
+#             └── SQL Admin API (instance data, ephemeral client cert) ─► csql-emulator
+#   and psql ─► csql-proxy ─► (the same path)
 #
 # Installs packages (scripts/setup.sh), builds the debug preset, starts a
 # throwaway PostgreSQL and csql-emulator, runs the query, and stops everything.
@@ -42,19 +43,35 @@ csql_start_emulator --static-token "$token" \
     --instance "$instance?version=POSTGRES_15&public-ip=$server_ip&backend=127.0.0.1:$CSQL_PG_PORT"
 echo "SQL Admin API: $EMU_URL"
 
-step "Starting Google's Cloud SQL Proxy v1 (Debian cloudsql-proxy) against the emulator"
-listen_port=$(. scripts/db/lib.sh && free_port)
-csql_start_v1proxy "$EMU_URL" "$token" "$instance=tcp:$listen_ip:$listen_port"
-echo "cloud_sql_proxy -host $EMU_URL/ -token $token -instances=$instance=tcp:$listen_ip:$listen_port"
+pq_query=$CSQL_REPO/build/debug/examples/csql_example_pq_query
+[ -x "$pq_query" ] || csql_die "build did not produce $pq_query (is libpq-dev installed?)"
+step "Querying through csql's libpq helper (examples/pq_query.c: csql_pq_connect)"
+echo "CSQL_API_ENDPOINT=$EMU_URL CSQL_TOKEN=$token pq_query $instance 'user=postgres password=... dbname=postgres' SQL"
+CSQL_API_ENDPOINT=$EMU_URL CSQL_TOKEN=$token timeout 60 "$pq_query" "$instance" \
+    "user=postgres password=$CSQL_PG_PASSWORD dbname=postgres" \
+    "select 40 + 2 as answer, current_user, split_part(version(), ' on ', 1) as server" \
+    || csql_die "the query through csql and csql-emulator failed"
 
-step "Querying through it: psql host=$listen_ip port=$listen_port"
-PGPASSWORD=$CSQL_PG_PASSWORD timeout 60 psql -X \
-    "host=$listen_ip port=$listen_port user=postgres dbname=postgres sslmode=disable connect_timeout=30" \
-    -c "select 40 + 2 as answer, current_user, inet_server_port() as db_port,
-               split_part(version(), ' on ', 1) as server" \
-    || csql_die "the query through cloud_sql_proxy and csql-emulator failed"
+proxy=$CSQL_REPO/build/debug/tools/proxy/csql-proxy
+if [ -x "$proxy" ]; then
+    step "The same with psql, through csql-proxy (Auth Proxy command line)"
+    listen_port=$(. scripts/db/lib.sh && free_port)
+    echo "csql-proxy --sqladmin-api-endpoint $EMU_URL --token $token --address $listen_ip --port $listen_port $instance"
+    "$proxy" --sqladmin-api-endpoint "$EMU_URL" --token "$token" --address "$listen_ip" \
+        --port "$listen_port" "$instance" >"$CSQL_PG_DIR/csql-proxy.log" 2>&1 &
+    proxy_pid=$!
+    csql_defer kill "$proxy_pid"
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/$listen_ip/$listen_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    PGPASSWORD=$CSQL_PG_PASSWORD timeout 60 psql -X \
+        "host=$listen_ip port=$listen_port user=postgres dbname=postgres sslmode=disable connect_timeout=30" \
+        -c "select 40 + 2 as answer, current_user, inet_server_port() as db_port" \
+        || { cat "$CSQL_PG_DIR/csql-proxy.log" >&2; csql_die "the query through csql-proxy failed"; }
+fi
 
 step "What the emulator saw (GET /emulator/counters)"
 csql_emu_admin GET /emulator/counters | jq -c '{api_calls: (.endpoints | map_values(.total) | with_entries(select(.value > 0))), server_side_proxy: .proxy}'
 
-step "Done: the query above went psql -> cloud_sql_proxy -> TLS 1.3 -> csql-emulator -> PostgreSQL. Stopping everything."
+step "Done: the queries above went libpq/psql -> csql -> TLS 1.3 -> csql-emulator -> PostgreSQL. Stopping everything."
