@@ -3,6 +3,8 @@
 #   1. scripts/setup.sh (Debian packages; no-op when present)
 #   2. debug preset: configure + build with -Werror, run every ctest test
 #   3. asan preset (ASan + UBSan): configure + build, run every ctest test
+#   4. tsan preset (ThreadSanitizer): configure + build, run the tests of code that
+#      shares state across threads (CSQL_TSAN_TESTS)
 # Exits non-zero if any build or test fails. Test failures in one preset do not
 # stop the other from running, so one run reports everything.
 # Env: CSQL_TEST_PRESETS (default "debug asan"), CSQL_TEST_JOBS (ctest -j, default 2),
@@ -15,7 +17,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 scripts/setup.sh
 
-presets=${CSQL_TEST_PRESETS:-debug asan}
+presets=${CSQL_TEST_PRESETS:-debug asan tsan}
+# Tests of code that shares state across threads: TLS connections, caches and the
+# refresher, the event loop and endpoints, credentials, async dials, the proxy.
+tsan_tests=${CSQL_TSAN_TESTS:-'^(test_(errors|conn|dial_socket|cache|cache_nowait|dialer|creds|keys|http|fwd|endpoint|loop|dial_nb|dial|async|endpoint_e2e|emulator_proxy|emulator_auth)|test_proxy_.*)$'}
 jobs=${CSQL_TEST_JOBS:-2}
 failed=()
 summary=()
@@ -31,7 +36,9 @@ for preset in $presets; do
     fi
     echo "=== $preset: ctest (-j$jobs) ==="
     # shellcheck disable=SC2086 # CSQL_CTEST_ARGS is a list of words
-    if ctest --preset "$preset" -j"$jobs" --no-tests=error ${CSQL_CTEST_ARGS:-}; then
+    select=()
+    [ "$preset" = tsan ] && select=(-R "$tsan_tests")
+    if ctest --preset "$preset" -j"$jobs" --no-tests=error "${select[@]}" ${CSQL_CTEST_ARGS:-}; then
         summary+=("$preset: all tests passed ($(($(date +%s) - start)) s)")
     else
         failed+=("$preset:tests")
