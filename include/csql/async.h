@@ -19,9 +19,11 @@
  *     csql_dial_async_free(h);
  *
  * The fd may change from one continue call to the next (certificate wait ->
- * socket; another address). The fd reported before a continue call stays
- * open until the continue call after it (or free), so the caller can take it
- * out of its loop first; compare the fd after every continue.
+ * socket; another address). An fd stays open until the continue call after
+ * the one that stopped reporting it (or free), so the caller can take it out
+ * of its loop first; compare the fd after every continue. When the dial
+ * fails, the last fd reported stays open until free; when it succeeds, the
+ * last socket reported is the conn's (csql_conn_fd).
  *
  * Adapters: csql/adapters/libuv.h, csql/adapters/libevent.h (header-only).
  * Threads: a handle is used by one thread at a time; different handles may

@@ -320,16 +320,19 @@ static void test_loop_latency_while_dialling(void **state)
                      200);
     char body[256];
     assert_int_equal(http_get("/quit", body, sizeof(body)), 0);
-    waitpid(g_srv, NULL, 0);
+    int status = -1;
+    waitpid(g_srv, &status, 0);
     g_srv = -1;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* clean (and leak-free under ASan) */
     assert_int_equal(start_server(), 0);
     pass cold = run_pass("emulator at nice 19, cold cache, Admin API +300 ms");
     assert_int_equal(cold.ok, DIALS);
     assert_true(cold.dial_ms >= 300);
     check_latency(&cold);
     assert_int_equal(http_get("/quit", body, sizeof(body)), 0);
-    waitpid(g_srv, NULL, 0);
+    waitpid(g_srv, &status, 0);
     g_srv = -1;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 int main(void)
