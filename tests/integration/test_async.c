@@ -46,6 +46,7 @@
 #define I_LAZY "p:r:lazy"
 #define I_CB "p:r:cb"
 #define I_CLOSE "p:r:close"
+#define I_ROT "p:r:rot"
 
 static csqlt_emulator g_em;
 static csqlt_pg g_pg;
@@ -103,6 +104,7 @@ static int group_setup(void **state)
     SPEC(I_LAZY "?version=POSTGRES_15&public-ip=%s&backend=127.0.0.1:1", g_ip[7]);
     SPEC(I_CB "?version=POSTGRES_15&public-ip=%s&backend=127.0.0.1:1", g_ip[8]);
     SPEC(I_CLOSE "?version=POSTGRES_15&public-ip=%s&backend=127.0.0.1:1", g_ip[9]);
+    SPEC(I_ROT "?version=POSTGRES_15&public-ip=%s&backend=127.0.0.1:1", g_ip[10]);
 #undef SPEC
     const char *argv[2 * 16 + 8];
     int a = 0;
@@ -521,6 +523,54 @@ static void test_refused_tcp_forces_refresh(void **state)
     csql_dialer_free(d);
 }
 
+/* One dial of instance on L: its rc (and message in op->msg). */
+static int dial_once(al_loop *L, csql_dialer *d, const char *instance, al_op *op)
+{
+    csql_dial_async *h;
+    assert_int_equal(csql_dial_async_start(d, instance, NULL, NULL, NULL, &h), 0);
+    al_add(L, op, &al_dial_ops, h);
+    al_run(L, al_now_us() / 1000 + 10000);
+    assert_true(op->done);
+    if (op->rc == 0) {
+        csql_conn_close(op->out);
+    }
+    csql_dial_async_free(h);
+    return op->rc;
+}
+
+/* As csql_dial: a TLS failure drops the cached certificate; the next dial fetches a fresh CA. */
+static void test_ca_rotation_drops_the_certificate(void **state)
+{
+    (void)state;
+    csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 0);
+    al_loop L;
+    al_init(&L, false);
+    al_op op;
+    assert_int_equal(dial_once(&L, d, I_ROT, &op), 0);
+    assert_int_equal(csqlt_emulator_admin(&g_em, "POST", "/emulator/instances/" I_ROT "/rotate-ca",
+                                          "{}"),
+                     200);
+    /* The cached CA no longer matches the server's certificate. */
+    int rc = dial_once(&L, d, I_ROT, &op);
+    assert_int_equal(rc, CSQL_ERR_TLS_VERIFY);
+    assert_non_null(strstr(op.msg, "server certificate rejected"));
+    csql__instance_name name;
+    assert_int_equal(csql__instance_name_parse(I_ROT, &name), 0);
+    csql__cache_entry_stats st;
+    assert_int_equal(csql__cache_stats(d->cache, &name, false, &st), 0);
+    assert_true(!st.has_certset || st.refreshing || st.refreshes_started >= 2);
+    /* The next dial waits for the refresh the drop scheduled, and connects. */
+    rc = dial_once(&L, d, I_ROT, &op);
+    if (rc != 0) {
+        fail_msg("after rotation: %s", op.msg);
+    }
+    assert_true(op.fds_seen >= 1);
+    assert_int_equal(csql__cache_stats(d->cache, &name, false, &st), 0);
+    assert_int_equal(st.refreshes_started, 2);
+    al_dispose(&L);
+    csql_dialer_free(d);
+}
+
 static void test_lazy_refresh_off_the_loop(void **state)
 {
     (void)state;
@@ -703,6 +753,7 @@ int main(void)
         cmocka_unit_test_setup(test_cancel_at_every_step, test_setup),
         cmocka_unit_test_setup(test_deadlines, test_setup),
         cmocka_unit_test_setup(test_refused_tcp_forces_refresh, test_setup),
+        cmocka_unit_test_setup(test_ca_rotation_drops_the_certificate, test_setup),
         cmocka_unit_test_setup(test_lazy_refresh_off_the_loop, test_setup),
         cmocka_unit_test_setup(test_psc_name_resolved_off_the_loop, test_setup),
         cmocka_unit_test_setup(test_callback_mode, test_setup),
