@@ -46,6 +46,7 @@ for preset in $presets; do
     fi
 done
 
+echo "=== bench: smoke ===" && { CSQL_BUILD_DIR="$PWD/build/${presets%% *}" bench/run.sh --smoke --no-setup >/dev/null && summary+=("bench smoke: ok") || { failed+=("bench:smoke"); summary+=("bench smoke: FAILED"); }; }
 echo "=== summary ==="
 printf '  %s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
