@@ -111,3 +111,55 @@ for t in targets:
     met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
     lines.append(f"| {t['target']} | {t['goal']} | {fmt(t['measured'])} | {met} |")
 open(f"{outdir}/results.md", "w").write("\n".join(lines) + "\n")
+
+
+# PNG plots when gnuplot is there (scripts/setup.sh installs gnuplot-nox).
+def plot(name, title, ylabel, rows, paths):
+    """rows: [(label, {path: figure})]; a clustered histogram with min/max error bars."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    if not shutil.which("gnuplot") or not rows:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as d:
+        for label, by in rows:
+            cols = []
+            for p in paths:
+                f = by.get(p)
+                cols += [f["median"], f["min"], f["max"]] if f else [0, 0, 0]
+            d.write(f'"{label}" ' + " ".join(str(c) for c in cols) + "\n")
+    series = ", ".join(
+        f"'{d.name}' using {2 + 3 * i}:{3 + 3 * i}:{4 + 3 * i}:xtic(1) title '{p}'"
+        for i, p in enumerate(paths))
+    script = (f"set terminal pngcairo size 800,450 noenhanced\nset output '{outdir}/{name}.png'\n"
+              f"set title '{title}'\nset ylabel '{ylabel}'\nset style data histogram\n"
+              "set style histogram errorbars gap 2 lw 1\nset style fill solid 0.6 border -1\n"
+              "set yrange [0:*]\nset key outside right top\nset grid ytics\n"
+              f"plot {series}\n")
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, timeout=30)
+    finally:
+        os.unlink(d.name)
+
+
+paths = ["direct", "direct_tls", "v1", "csql"]
+rate_rows = []
+for f in figures:
+    if f["scenario"] == "rate" and f["metric"] == "tps":
+        if not rate_rows or rate_rows[-1][0] != f["param"]:
+            rate_rows.append((f["param"], {}))
+        rate_rows[-1][1][f["path"]] = f
+plot("rate", "pgbench -S (select-only): TPS, median with min-max", "transactions/s", rate_rows, paths)
+bulk_rows = [(f["param"], {}) for f in figures if f["scenario"] == "bulk" and f["path"] == "direct"
+             and f["metric"] == "MB_per_s"]
+for f in figures:
+    if f["scenario"] == "bulk" and f["metric"] == "MB_per_s" and bulk_rows:
+        bulk_rows[0][1][f["path"]] = f
+plot("bulk", "COPY TO STDOUT throughput, median with min-max", "MB/s", bulk_rows, paths)
+conn_rows = [("p50", {}), ("p99", {})]
+for f in figures:
+    if f["scenario"] == "connect" and f["metric"] in ("p50_ms", "p99_ms"):
+        conn_rows[0 if f["metric"] == "p50_ms" else 1][1][f["path"]] = f
+plot("connect", "new connection to first query answer (libpq), median with min-max", "ms",
+     conn_rows if conn_rows[0][1] else [], paths)
