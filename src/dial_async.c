@@ -198,11 +198,10 @@ static int cert_step(csql_dial_async *h)
         int rc = csql__cache_get_nowait(h->e, &h->waiter, &h->cs, &kick);
         if (kick) {
             int krc = csql__lazy_refresh_job_start(h->d, h->e, h->d->cfg->refresh_timeout_ms);
-            if (krc != CSQL_OK) {
-                csql__certset_unref(h->cs);
-                h->cs = NULL;
-                return krc;
+            if (krc != CSQL_OK && rc != CSQL_OK) {
+                return krc; /* nobody will refresh for this dial: fail rather than wait */
             }
+            /* With a certset in hand, a refresh that could not be queued is tried by a later dial. */
         }
         if (rc == CSQL_OK) {
             retire_evfd(h);
