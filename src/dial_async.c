@@ -131,8 +131,6 @@ static void retire_evfd(csql_dial_async *h)
 
 /* ---- steps ---- */
 
-static int cert_step(csql_dial_async *h);
-
 static int start_step(csql_dial_async *h)
 {
     int rc = csql__dialer_check_open(h->d, "csql_dial_async_continue", h->name.full);

@@ -14,9 +14,12 @@
  * Two figures per pass: the largest wall-clock gap between ticks, and the
  * most CPU the loop thread spent between two ticks ("busy": what csql's work
  * and the server's own cost the loop, without preemption by other
- * processes). Busy must stay under 5 ms always; the wall-clock gap is
- * asserted only when the machine is not oversubscribed (1-minute load
- * average below the CPU count), since a loaded host delays any thread.
+ * processes). Busy must stay under 5 ms always. The wall-clock gap is
+ * asserted only when the host is not oversubscribed (1-minute load average
+ * below the CPU count): on a loaded host even an idle loop misses its ticks
+ * by several ms, so each pass also reports that noise floor (the same server,
+ * idle, for one second). Where allowed (root), the server runs at nice -10 so
+ * that other processes disturb the figures less.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,6 +62,7 @@ static csqlt_emulator g_em;
 static uint16_t g_port;
 static pid_t g_srv = -1;
 static int g_srv_port;
+static int g_srv_boosted; /* the server runs at nice -10 */
 
 static int64_t now_us(void)
 {
@@ -139,6 +143,17 @@ static int start_server(void)
         return -1;
     }
     return 0;
+}
+
+/* Give the server's threads precedence over other processes, if allowed: 1 if done. */
+static int boost_server(void)
+{
+    errno = 0;
+    if (setpriority(PRIO_PROCESS, (id_t)g_srv, -10) != 0) {
+        return 0;
+    }
+    renice_all(g_srv, -10); /* its other threads too (csql's refresh threads) */
+    return 1;
 }
 
 static int group_setup(void **state)
@@ -247,6 +262,7 @@ typedef struct pass {
     long long max_gap_us;
     long long max_gap_cpu_us;
     long long max_busy_us;
+    long long idle_gap_us;
     int requests;
     long long max_request_us;
 } pass;
@@ -255,6 +271,11 @@ static pass run_pass(const char *label)
 {
     pass r = {0};
     char body[1024];
+    /* The noise floor: the same loop, idle, for one second. */
+    assert_int_equal(http_get("/reset", body, sizeof(body)), 0);
+    usleep(1000 * 1000);
+    assert_int_equal(http_get("/stats", body, sizeof(body)), 0);
+    r.idle_gap_us = json_num(body, "max_gap_us");
     assert_int_equal(http_get("/reset", body, sizeof(body)), 0);
     char path[64];
     snprintf(path, sizeof(path), "/dial?n=%d", DIALS);
@@ -288,9 +309,10 @@ static pass run_pass(const char *label)
     print_message("async-figure: async_server, %s: %lld/%d dials in %lld ms; 1 ms timer's largest "
                   "gap while dials were in flight %lld us (loop thread CPU in it %lld us), most "
                   "loop CPU between two ticks %lld us; %d requests served meanwhile, slowest "
-                  "%lld us; load average %.1f on %ld CPUs\n",
+                  "%lld us; idle noise floor %lld us; load average %.1f on %ld CPUs\n",
                   label, r.ok, DIALS, r.dial_ms, r.max_gap_us, r.max_gap_cpu_us, r.max_busy_us,
-                  r.requests, r.max_request_us, load, sysconf(_SC_NPROCESSORS_ONLN));
+                  r.requests, r.max_request_us, r.idle_gap_us, load,
+                  sysconf(_SC_NPROCESSORS_ONLN));
     return r;
 }
 
@@ -300,7 +322,8 @@ static void check_latency(const pass *r)
     assert_true(r->max_busy_us >= 0);
     assert_true(r->max_busy_us < MAX_GAP_US);
     double load = 0;
-    if (getloadavg(&load, 1) == 1 && load < (double)sysconf(_SC_NPROCESSORS_ONLN)) {
+    int idle_host = getloadavg(&load, 1) == 1 && load < (double)sysconf(_SC_NPROCESSORS_ONLN);
+    if (idle_host) {
         assert_true(r->max_gap_us < MAX_GAP_US);
     } else {
         print_message("async-figure: wall-clock gap not asserted: load average %.1f on %ld CPUs\n",
@@ -315,7 +338,9 @@ static void test_loop_latency_while_dialling(void **state)
     pass normal = run_pass("emulator at normal priority, cold cache");
     assert_int_equal(normal.ok, DIALS);
     renice_all(g_em.pid, 19);
-    pass warm = run_pass("emulator at nice 19, warm cache");
+    g_srv_boosted = boost_server();
+    pass warm = run_pass(g_srv_boosted ? "emulator at nice 19, server at nice -10, warm cache"
+                                       : "emulator at nice 19, warm cache");
     assert_int_equal(warm.ok, DIALS);
     assert_true(warm.requests > 0);
     check_latency(&warm);
@@ -330,7 +355,11 @@ static void test_loop_latency_while_dialling(void **state)
     g_srv = -1;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* clean (and leak-free under ASan) */
     assert_int_equal(start_server(), 0);
-    pass cold = run_pass("emulator at nice 19, cold cache, Admin API +300 ms");
+    g_srv_boosted = boost_server();
+    pass cold = run_pass(g_srv_boosted
+                             ? "emulator at nice 19, server at nice -10, cold cache, Admin API "
+                               "+300 ms"
+                             : "emulator at nice 19, cold cache, Admin API +300 ms");
     assert_int_equal(cold.ok, DIALS);
     assert_true(cold.dial_ms >= 300);
     check_latency(&cold);
