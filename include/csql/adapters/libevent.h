@@ -30,6 +30,7 @@
 
 #include <stdlib.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -80,7 +81,9 @@ static inline int csql_event__rearm(csql_event_dial *req)
 {
     int fd = csql_dial_async_fd(req->h);
     int ev = csql_dial_async_events(req->h);
-    short what = (short)((ev & CSQL_ASYNC_READ ? EV_READ : 0) | (ev & CSQL_ASYNC_WRITE ? EV_WRITE : 0));
+    /* Persistent: a ready fd left for the next round stays registered (no re-adding). */
+    short what = (short)(EV_PERSIST | (ev & CSQL_ASYNC_READ ? EV_READ : 0) |
+                         (ev & CSQL_ASYNC_WRITE ? EV_WRITE : 0));
     if (req->ev == NULL || fd != req->ev_fd || ev != req->ev_events) {
         if (req->ev != NULL) {
             event_free(req->ev); /* the old fd is still open here: csql closes it later */
@@ -94,31 +97,51 @@ static inline int csql_event__rearm(csql_event_dial *req)
     }
     int ms = csql_dial_async_timeout_ms(req->h);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return event_add(req->ev, &tv);
+    return event_add(req->ev, &tv); /* on a pending event: only the timeout moves */
 }
 
-/* The base has worked CSQL_EVENT_BUDGET_MS since it last woke (its cached time). */
+#ifdef __cplusplus
+#define CSQL_EVENT__TLS thread_local
+#else
+#define CSQL_EVENT__TLS _Thread_local
+#endif
+
+/*
+ * The base has worked CSQL_EVENT_BUDGET_MS since it last woke. The base's
+ * cached time changes once per round (it is taken when the poll returns), so
+ * it marks a new round; the time spent is measured on the monotonic clock
+ * from the first dial callback of the round. One loop per thread.
+ */
 static inline int csql_event__over_budget(struct event_base *base)
 {
-    struct timeval woke, now;
-    if (CSQL_EVENT_BUDGET_MS <= 0 || event_base_gettimeofday_cached(base, &woke) != 0 ||
-        evutil_gettimeofday(&now, NULL) != 0) {
+    static CSQL_EVENT__TLS struct timeval round_mark;
+    static CSQL_EVENT__TLS long long round_start_us;
+    struct timeval mark;
+    struct timespec now;
+    if (CSQL_EVENT_BUDGET_MS <= 0 || event_base_gettimeofday_cached(base, &mark) != 0 ||
+        clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
         return 0;
     }
-    long long spent_us = (long long)(now.tv_sec - woke.tv_sec) * 1000000 +
-                         (now.tv_usec - woke.tv_usec);
-    return spent_us >= (long long)CSQL_EVENT_BUDGET_MS * 1000;
+    long long now_us = (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    if (mark.tv_sec != round_mark.tv_sec || mark.tv_usec != round_mark.tv_usec) {
+        round_mark = mark;
+        round_start_us = now_us;
+        return 0;
+    }
+    return now_us - round_start_us >= (long long)CSQL_EVENT_BUDGET_MS * 1000;
 }
 
 static inline void csql_event__fire(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
-    (void)what;
     csql_event_dial *req = (csql_event_dial *)arg;
     if (csql_event__over_budget(req->base)) {
+        if (!(what & EV_TIMEOUT)) {
+            return; /* the fd is still ready: reported again in the next round */
+        }
         struct timeval zero = {0, 0};
         if (event_add(req->ev, &zero) == 0) {
-            return; /* fires again in the next round */
+            return; /* the deadline: again in the next round */
         }
     }
     csql_conn *conn = NULL;
