@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: csql against Google's clients and against the physical limit (direct).
 #
-#   bench/run.sh [--smoke] [--out DIR] [--reps N] [--secs S] [--no-setup]
+#   bench/run.sh [--smoke] [--out DIR] [--reps N] [--secs S] [--only LIST] [--no-setup]
 #
 # Sets up what it needs (scripts/setup.sh, the release build in build/bench-release,
 # a throwaway PostgreSQL with TLS, csql-emulator, csql-proxy, Google's v1 proxy), runs
@@ -16,13 +16,14 @@
 # is the median of N repetitions with min and max; paths are interleaved within each
 # repetition so that ratios compare runs made under the same load.
 # --smoke: every scenario at tiny size, results to a temp dir (CI; well under a minute).
+# --only rate,connect,bulk,admin: run just those scenarios.
 # Env: CSQL_BUILD_DIR=DIR uses binaries already built there instead of building release.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib/common.sh"
 . "$(dirname "$0")/../scripts/lib/services.sh"
 CSQL_SCRIPT_NAME=bench
 
-smoke=0 out="" reps=3 secs=5 setup=1
+smoke=0 out="" reps=3 secs=5 setup=1 only=rate,connect,bulk,admin
 while [ $# -gt 0 ]; do
     case $1 in
         --smoke) smoke=1 ;;
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
         --reps) reps=${2:?--reps needs a number}; shift ;;
         --secs) secs=${2:?--secs needs a number}; shift ;;
         --no-setup) setup=0 ;;
+        --only) only=${2:?--only needs a list}; shift ;;
         -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) csql_die "unknown argument '$1' (see --help)" ;;
     esac
@@ -40,9 +42,13 @@ if [ "$smoke" = 1 ]; then
     csql_deadline 120
 else
     clients=(1 8 64) bulk_mib=${CSQL_BENCH_BULK_MIB:-256} conn_n=200 dial_n=300
-    admin_secs=${CSQL_BENCH_ADMIN_SECS:-150} admin_life=300
+    admin_secs=${CSQL_BENCH_ADMIN_SECS:-330} admin_life=300
     csql_deadline $((reps * (secs + 3) * 4 * 4 + reps * 300 + admin_secs + 600))
 fi
+want() { [[ ,$only, == *,$1,* ]]; }
+for w in ${only//,/ }; do
+    case $w in rate | connect | bulk | admin) ;; *) csql_die "--only: unknown scenario '$w'" ;; esac
+done
 [[ $reps =~ ^[1-9][0-9]?$ ]] || csql_die "--reps must be 1..99 (got '$reps')"
 [[ $secs =~ ^[1-9][0-9]?$ ]] || csql_die "--secs must be 1..99 (got '$secs')"
 
@@ -134,6 +140,7 @@ for p in "${paths[@]}"; do
 done
 
 # --- (2) request rate: pgbench -S ---------------------------------------------------------
+if want rate; then
 for c in "${clients[@]}"; do
     j=$((c < 2 ? c : 2))
     for ((r = 1; r <= reps; r++)); do
@@ -147,8 +154,10 @@ for c in "${clients[@]}"; do
     done
     csql_log "rate: $c clients done"
 done
+fi
 
 # --- (3) connect latency ----------------------------------------------------------------
+if want connect; then
 for ((r = 1; r <= reps; r++)); do
     for p in "${paths[@]}"; do
         o=$(timeout 120 "$B/bench/connect_latency" "$(target "$p") connect_timeout=10" "$conn_n") \
@@ -173,8 +182,10 @@ print(j["cold_ms"], d[n//2], d[min(n-1, int(n*0.99))])' "$o" | {
     }
 done
 csql_log "connect: done"
+fi
 
 # --- (1) bulk: COPY TO STDOUT -------------------------------------------------------------
+if want bulk; then
 rows=$((bulk_mib * 1024)) # 1 KiB rows
 hz=$(getconf CLK_TCK)
 for ((r = 1; r <= reps; r++)); do
@@ -196,8 +207,10 @@ for ((r = 1; r <= reps; r++)); do
     done
 done
 csql_log "bulk: done"
+fi
 
 # --- (5) Admin API calls per instance per hour ----------------------------------------------
+if want admin; then
 # A second emulator issues short-lived certificates; each client gets its own instance (same
 # database) so the per-instance counters separate them. Both are kept warm with one query a
 # second (a steady state). Refresh policies are not linear in the lifetime (csql: half the
@@ -243,6 +256,7 @@ with open(sys.argv[5], "a") as f:
                             "metric": "calls_per_hour", "value": round(sum(per.values()) * 3600 / secs, 1)}) + "\n")
 PY
 csql_log "admin: done"
+fi
 
 # --- report ----------------------------------------------------------------------------------
 python3 "$CSQL_REPO/bench/report.py" "$raw" "$out" \
