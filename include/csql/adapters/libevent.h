@@ -30,7 +30,6 @@
 
 #include <stdlib.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include <event2/event.h>
 
@@ -100,29 +99,30 @@ static inline int csql_event__rearm(csql_event_dial *req)
     return event_add(req->ev, &tv); /* on a pending event: only the timeout moves */
 }
 
-#ifdef __cplusplus
+#if defined(__cplusplus)
 #define CSQL_EVENT__TLS thread_local
-#else
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define CSQL_EVENT__TLS _Thread_local
+#else
+#define CSQL_EVENT__TLS __thread
 #endif
 
 /*
  * The base has worked CSQL_EVENT_BUDGET_MS since it last woke. The base's
  * cached time changes once per round (it is taken when the poll returns), so
- * it marks a new round; the time spent is measured on the monotonic clock
- * from the first dial callback of the round. One loop per thread.
+ * it marks a new round; the time spent is measured from the first dial
+ * callback of the round. One loop per thread.
  */
 static inline int csql_event__over_budget(struct event_base *base)
 {
     static CSQL_EVENT__TLS struct timeval round_mark;
     static CSQL_EVENT__TLS long long round_start_us;
-    struct timeval mark;
-    struct timespec now;
+    struct timeval mark, now;
     if (CSQL_EVENT_BUDGET_MS <= 0 || event_base_gettimeofday_cached(base, &mark) != 0 ||
-        clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+        evutil_gettimeofday(&now, NULL) != 0) {
         return 0;
     }
-    long long now_us = (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    long long now_us = (long long)now.tv_sec * 1000000 + now.tv_usec;
     if (mark.tv_sec != round_mark.tv_sec || mark.tv_usec != round_mark.tv_usec) {
         round_mark = mark;
         round_start_us = now_us;
