@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "log.h"
 
 #define LISTEN_BACKLOG 1024
+#define TCP_KEEPALIVE_S 30
 
 typedef struct listener {
     proxy_listeners *l;
@@ -196,8 +198,12 @@ static int tcp_socket(const proxy_listen_plan *p, char *why, size_t len)
     if (fd < 0) {
         return fail(why, len, "socket: %s", strerrordesc_np(errno));
     }
-    int one = 1;
+    int one = 1, idle = TCP_KEEPALIVE_S;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Accepted sockets inherit these on Linux: clients get the Auth Proxy's 30 s keepalive. */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
     if (ss.ss_family == AF_INET6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
