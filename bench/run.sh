@@ -37,6 +37,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[[ $reps =~ ^[1-9][0-9]?$ ]] || csql_die "--reps must be 1..99 (got '$reps')"
+[[ $secs =~ ^[1-9][0-9]?$ ]] || csql_die "--secs must be 1..99 (got '$secs')"
 if [ "$smoke" = 1 ]; then
     reps=1 secs=1 clients=(1 8) bulk_mib=8 conn_n=10 dial_n=10 admin_secs=3 admin_life=60
     csql_deadline 120
@@ -49,8 +51,6 @@ want() { [[ ,$only, == *,$1,* ]]; }
 for w in ${only//,/ }; do
     case $w in rate | connect | bulk | admin) ;; *) csql_die "--only: unknown scenario '$w'" ;; esac
 done
-[[ $reps =~ ^[1-9][0-9]?$ ]] || csql_die "--reps must be 1..99 (got '$reps')"
-[[ $secs =~ ^[1-9][0-9]?$ ]] || csql_die "--secs must be 1..99 (got '$secs')"
 
 [ "$setup" = 1 ] && { "$CSQL_REPO/scripts/setup.sh" >/dev/null || csql_die "scripts/setup.sh failed"; }
 if [ -z "${CSQL_BUILD_DIR:-}" ]; then
