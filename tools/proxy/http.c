@@ -184,6 +184,9 @@ static int listen_on(const char *address, int port, char *where, size_t wlen, bo
     if (gai != 0) {
         return fail(err, errlen, "cannot resolve \"%s\": %s", address, gai_strerror(gai));
     }
+    if (res == NULL) {
+        return fail(err, errlen, "cannot resolve \"%s\": no addresses", address);
+    }
     struct addrinfo *pick = res;
     for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
         if (a->ai_family == AF_INET) {
