@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -258,6 +260,86 @@ static void test_dial_and_use(void **state)
     csql_conn_close(op.out);
     csql_dial_async_free(h);
     al_dispose(&L);
+    csql_dialer_free(d);
+}
+
+static bool fd_open(int fd)
+{
+    return fd >= 0 && fcntl(fd, F_GETFD) != -1;
+}
+
+/* The open file behind fd (0 if closed): tells a closed fd from its number reused by another thread. */
+static ino_t fd_inode(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+/* The fd rule of csql/async.h: an fd stays open until the continue after the one that dropped it. */
+static void test_fd_rule(void **state)
+{
+    (void)state;
+    csql_dialer *d = mkdialer(CSQL_REFRESH_BACKGROUND, 0);
+    csql_dial_async *h = NULL;
+    assert_int_equal(csql_dial_async_start(d, I_PG, NULL, NULL, NULL, &h), 0);
+    csql_conn *c = NULL;
+    assert_int_equal(csql_dial_async_continue(h, &c), CSQL_ERR_WOULD_BLOCK);
+    int evfd = csql_dial_async_fd(h); /* cold cache: the certificate wait */
+    assert_true(fd_open(evfd));
+    ino_t evfd_ino = fd_inode(evfd);
+    struct pollfd p = {.fd = evfd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    assert_int_equal(csql_dial_async_continue(h, &c), CSQL_ERR_WOULD_BLOCK);
+    int sock = csql_dial_async_fd(h);
+    assert_true(sock != evfd);
+    assert_true(fd_open(evfd)); /* still open: the caller takes it out of its loop now */
+    p.fd = sock;
+    p.events = POLLOUT;
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    int rc = csql_dial_async_continue(h, &c);
+    assert_true(fd_inode(evfd) != evfd_ino); /* closed by the next call */
+    /* Bounded by the dial's deadline. */
+    while (rc == CSQL_ERR_WOULD_BLOCK) {
+        p.fd = csql_dial_async_fd(h);
+        p.events = (short)(csql_dial_async_events(h) & CSQL_ASYNC_READ ? POLLIN : POLLOUT);
+        (void)poll(&p, 1, csql_dial_async_timeout_ms(h));
+        rc = csql_dial_async_continue(h, &c);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(csql_conn_fd(c), sock); /* the last socket reported is the conn's */
+    csql_conn_close(c);
+    csql_dial_async_free(h);
+
+    /* A failure keeps the last fd open until free. */
+    assert_int_equal(csqlt_emulator_admin(&g_em, "POST",
+                                          "/emulator/instances/" I_REFUSE "/refuse-tcp",
+                                          "{\"refuse\":true}"),
+                     200);
+    assert_int_equal(csql_dialer_warmup(d, I_REFUSE, NULL, 1), 0);
+    assert_int_equal(csql_dial_async_start(d, I_REFUSE, NULL, NULL, NULL, &h), 0);
+    rc = csql_dial_async_continue(h, &c);
+    int last = csql_dial_async_fd(h);
+    while (rc == CSQL_ERR_WOULD_BLOCK) {
+        last = csql_dial_async_fd(h);
+        p.fd = last;
+        p.events = POLLOUT;
+        (void)poll(&p, 1, csql_dial_async_timeout_ms(h));
+        rc = csql_dial_async_continue(h, &c);
+    }
+    assert_int_equal(rc, CSQL_ERR_CONNECT);
+    assert_int_equal(csql_dial_async_fd(h), -1);
+    ino_t last_ino = fd_inode(last);
+    if (last >= 0) {
+        assert_true(last_ino != 0); /* still open after the failure */
+    }
+    csql_dial_async_free(h);
+    if (last >= 0) {
+        assert_true(fd_inode(last) != last_ino); /* closed by free */
+    }
+    assert_int_equal(csqlt_emulator_admin(&g_em, "POST",
+                                          "/emulator/instances/" I_REFUSE "/refuse-tcp",
+                                          "{\"refuse\":false}"),
+                     200);
     csql_dialer_free(d);
 }
 
@@ -748,6 +830,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_dial_and_use, test_setup),
+        cmocka_unit_test_setup(test_fd_rule, test_setup),
         cmocka_unit_test_setup(test_1000_dials, test_setup),
         cmocka_unit_test_setup(test_1000_dials_slow_admin_api, test_setup),
         cmocka_unit_test_setup(test_cancel_mid_refresh, test_setup),
