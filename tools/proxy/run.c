@@ -161,7 +161,7 @@ static int await_start(run_ctx *r, stop_reason *why)
     pthread_join(r->starter, NULL);
     r->starter_running = false;
     if (r->start_rc < 0) {
-        plog_error("%s", r->start_err);
+        /* Logged by proxy_run once the dialer is gone, so that it is the last line. */
         proxy_sd_notify("STOPPING=1");
         return PROXY_EXIT_ERROR;
     }
@@ -269,6 +269,9 @@ int proxy_run(const proxy_opts *o)
     r.sig_fd = -1;
     r.st.wake_fd = -1;
     int rc = PROXY_EXIT_ERROR;
+    bool start_failed = false; /* its message is logged last, after the dialer's lines */
+    stop_reason early = STOP_NONE;
+    char err[1024];
     sigset_t set;
     const char **names = calloc(o->n_instances, sizeof(*names));
     proxy_engine_features feat = proxy_engine_features_get();
@@ -299,7 +302,6 @@ int proxy_run(const proxy_opts *o)
     if (start_http(&r) != 0) {
         goto out;
     }
-    char err[1024];
     if (proxy_listeners_new(&r.ls, o, &r.st, err, sizeof(err)) != 0) {
         plog_error("%s", err);
         goto out;
@@ -309,7 +311,6 @@ int proxy_run(const proxy_opts *o)
         goto out;
     }
     r.starter_running = true;
-    stop_reason early = STOP_NONE;
     int started = await_start(&r, &early);
     if (started < 0) {
         rc = exit_code(o, early);
@@ -317,6 +318,7 @@ int proxy_run(const proxy_opts *o)
     }
     if (started > 0) {
         rc = started;
+        start_failed = true;
         goto out;
     }
     rc = serve(&r);
@@ -326,6 +328,9 @@ out:
         pthread_join(r.starter, NULL);
     }
     proxy_listeners_free(r.ls); /* cuts what is still forwarded */
+    if (start_failed) {
+        plog_error("%s", r.start_err);
+    }
     proxy_http_stop(r.http);
     proxy_http_stop(r.admin);
     metrics_free(&r.m);
