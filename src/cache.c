@@ -36,7 +36,13 @@ static const char *bare_message(const char *m)
 
 bool csql__cache_cs_valid(const csql__certset *cs, int64_t wall_s)
 {
-    return cs != NULL && cs->expires_at > wall_s;
+    /*
+     * A certificate about to expire is not used for new connections: the
+     * server checks it after the client's side of the handshake is done, so
+     * one that lapses mid-dial is refused on the first read. The margin also
+     * covers expiry being whole seconds while the clock is not.
+     */
+    return cs != NULL && cs->expires_at - wall_s > CSQL__CERT_MIN_LEFT_S;
 }
 
 static int init_cond(pthread_cond_t *cv)
@@ -171,10 +177,10 @@ int csql__cache_run_refresh(csql__cache *c, csql__cache_entry *e, int64_t deadli
     }
     if (rc == 0 && !csql__cache_cs_valid(cs, csql__wall_s())) {
         rc = csql__error(CSQL_ERR_API_RESPONSE,
-                         "the new client certificate for %s expired at %" PRId64
-                         " (Unix time), which is not after now (%" PRId64
+                         "the new client certificate for %s expires at %" PRId64
+                         " (Unix time), not more than %d s after now (%" PRId64
                          "): check the system clock",
-                         e->name.full, cs->expires_at, csql__wall_s());
+                         e->name.full, cs->expires_at, CSQL__CERT_MIN_LEFT_S, csql__wall_s());
         csql__certset_unref(cs);
         cs = NULL;
     }

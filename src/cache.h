@@ -29,6 +29,9 @@
 #include "instance_name.h"
 #include "log.h"
 
+/* Seconds a certificate must have left to be used for a new dial. */
+#define CSQL__CERT_MIN_LEFT_S 5
+
 /*
  * Make one certset for (name, iam) before deadline_ms (monotonic). On success
  * return 0 with *out holding one reference; on failure raise a csql error on

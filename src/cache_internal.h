@@ -102,6 +102,7 @@ int csql__cache_run_refresh(csql__cache *c, csql__cache_entry *e, int64_t deadli
 /* Wait on cv until deadline_ms (monotonic); 0 if woken, ETIMEDOUT after the deadline. mu held. */
 int csql__cache_wait_locked(csql__cache *c, pthread_cond_t *cv, int64_t deadline_ms);
 /* An unexpired certset by the wall clock. */
+/* Usable for a new dial at wall_s: more than CSQL__CERT_MIN_LEFT_S seconds left. */
 bool csql__cache_cs_valid(const csql__certset *cs, int64_t wall_s);
 
 /* cache.c, for cache_nowait.c: what csql__cache_get does, in pieces. mu held. */

@@ -619,6 +619,44 @@ static void test_clock_jump_refreshes_at_dial(void **state)
     csql__cache_free(c);
 }
 
+/* A certificate with only seconds left is not handed to a new dial: it could lapse mid-handshake. */
+static void test_nearly_expired_certificate_is_not_used(void **state)
+{
+    (void)state;
+    fake f;
+    fake_init(&f);
+    csql__cache_opts o = {0};
+    o.strategy = CSQL_REFRESH_BACKGROUND;
+    o.refresh = fake_refresh;
+    o.refresh_arg = &f;
+    o.max_sleep_ms = 600000; /* the scheduler will not notice the jump by itself */
+    csql__cache *c = NULL;
+    assert_int_equal(csql__cache_new(&o, &c), 0);
+    csql__certset *cs1 = NULL, *cs2 = NULL;
+    assert_int_equal(get(c, "a", false, 5000, &cs1), 0);
+    /* Still valid for CSQL__CERT_MIN_LEFT_S - 1 seconds: too little for a new connection. */
+    csql__clock_set_offset_s(cs1->expires_at - csql__wall_s() - (CSQL__CERT_MIN_LEFT_S - 1));
+    assert_int_equal(get(c, "a", false, 5000, &cs2), 0);
+    assert_int_equal(atomic_load(&f.calls), 2);
+    assert_ptr_not_equal(cs1, cs2);
+    assert_true(cs2->expires_at - csql__wall_s() > CSQL__CERT_MIN_LEFT_S);
+    csql__certset_unref(cs1);
+    csql__certset_unref(cs2);
+    csql__cache_free(c);
+}
+
+static void test_result_with_seconds_left_is_an_error(void **state)
+{
+    (void)state;
+    fake f;
+    fake_init(&f);
+    atomic_store(&f.lifetime_s, CSQL__CERT_MIN_LEFT_S - 1);
+    csql__cache *c = mkcache(&f, CSQL_REFRESH_LAZY, 0);
+    assert_int_equal(get(c, "a", false, 5000, NULL), CSQL_ERR_API_RESPONSE);
+    assert_non_null(strstr(csql_error_last()->message, "check the system clock"));
+    csql__cache_free(c);
+}
+
 static void test_slow_instance_does_not_block_others(void **state)
 {
     (void)state;
@@ -801,6 +839,8 @@ int main(void)
         cmocka_unit_test(test_hook_outlives_cache),
         cmocka_unit_test(test_close_cancels_and_wakes_waiters),
         cmocka_unit_test_teardown(test_clock_jump_refreshes_at_dial, teardown_clock),
+        cmocka_unit_test_teardown(test_nearly_expired_certificate_is_not_used, teardown_clock),
+        cmocka_unit_test(test_result_with_seconds_left_is_an_error),
         cmocka_unit_test(test_slow_instance_does_not_block_others),
         cmocka_unit_test(test_get_times_out_naming_instance),
         cmocka_unit_test(test_iam_flag_is_part_of_the_key),
