@@ -1,5 +1,5 @@
 # Helpers for csql-proxy's script tests (sourced after scripts/lib/common.sh and
-# scripts/lib/services.sh; not run).
+# scripts/lib/services.sh; not run). bench/run.sh uses them too: keep them stable.
 #
 #   proxy_has HOOK              0 when `csql-proxy --version` reports the engine hook HOOK=yes
 #                               (connection-events, listen-fd, refresh-events)

@@ -311,6 +311,7 @@ int proxy_run(const proxy_opts *o)
         goto out;
     }
     r.starter_running = true;
+    pthread_setname_np(r.starter, "csqlproxy-start");
     int started = await_start(&r, &early);
     if (started < 0) {
         rc = exit_code(o, early);
