@@ -26,30 +26,27 @@ export PGPASSWORD=$CSQL_PG_PASSWORD PGCONNECT_TIMEOUT=20
 q() { timeout 60 psql -X -At -v ON_ERROR_STOP=1 "host=$listen port=$1 user=postgres dbname=postgres sslmode=disable" -c "$2"; }
 
 # ---- environment only ----
-(
-    export CSQL_PROXY_TOKEN=$token CSQL_PROXY_SQLADMIN_API_ENDPOINT=$EMU_URL
-    export CSQL_PROXY_ADDRESS=$listen CSQL_PROXY_PORT=7100 CSQL_PROXY_STRUCTURED_LOGS=true
-    export CSQL_PROXY_HEALTH_CHECK=true CSQL_PROXY_HTTP_ADDRESS=$http_ip CSQL_PROXY_EXIT_ZERO_ON_SIGTERM=true
-    export CSQL_PROXY_INSTANCE_CONNECTION_NAME_0=$pg1 CSQL_PROXY_INSTANCE_CONNECTION_NAME_1=$pg2
-    proxy_start env
-    echo "$PROXY_PID $PROXY_LOG" >"$work/env.pid"
-    proxy_wait_ready
-    csql_expect "env: first instance on 7100" 1 "$(q 7100 'select 1')"
-    csql_expect "env: second instance on 7101" 2 "$(q 7101 'select 2')"
-    csql_expect "env: health check on" "200 ok" "$(proxy_http "http://$http_ip:9090/readiness")"
-    if tr '\0' ' ' <"/proc/$PROXY_PID/environ" | grep -q "$token"; then
-        csql_log "note: the token is in the environment, as the user put it there"
-    fi
-    kill -TERM "$PROXY_PID"
-    proxy_expect_exit "$PROXY_PID" 0
-    # Every line is JSON with severity, message and timestamp; the token never appears.
-    jq -e -s 'all(.[]; has("severity") and has("message") and has("timestamp"))' "$PROXY_LOG" >/dev/null \
-        || csql_die "structured logs: not every line is a JSON object with severity, message, timestamp"
-    jq -e -s 'any(.[]; .message == "The proxy has started successfully and is ready for new connections!" and .severity == "INFO")' \
-        "$PROXY_LOG" >/dev/null || csql_die "structured logs: no INFO ready line"
-    ! grep -q "$token" "$PROXY_LOG" || csql_die "the token appears in the logs"
-    csql_log "ok: $(wc -l <"$PROXY_LOG") structured log lines, all JSON, no token"
-)
+env_vars=(CSQL_PROXY_TOKEN="$token" CSQL_PROXY_SQLADMIN_API_ENDPOINT="$EMU_URL"
+          CSQL_PROXY_ADDRESS="$listen" CSQL_PROXY_PORT=7100 CSQL_PROXY_STRUCTURED_LOGS=true
+          CSQL_PROXY_HEALTH_CHECK=true CSQL_PROXY_HTTP_ADDRESS="$http_ip"
+          CSQL_PROXY_EXIT_ZERO_ON_SIGTERM=true
+          CSQL_PROXY_INSTANCE_CONNECTION_NAME_0="$pg1" CSQL_PROXY_INSTANCE_CONNECTION_NAME_1="$pg2")
+export "${env_vars[@]}"
+proxy_start env
+unset "${env_vars[@]%%=*}"
+proxy_wait_ready
+csql_expect "env: first instance on 7100" 1 "$(q 7100 'select 1')"
+csql_expect "env: second instance on 7101" 2 "$(q 7101 'select 2')"
+csql_expect "env: health check on" "200 ok" "$(proxy_http "http://$http_ip:9090/readiness")"
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 0
+# Every line is JSON with severity, message and timestamp; the token never appears.
+jq -e -s 'all(.[]; has("severity") and has("message") and has("timestamp"))' "$PROXY_LOG" >/dev/null \
+    || csql_die "structured logs: not every line is a JSON object with severity, message, timestamp"
+jq -e -s 'any(.[]; .message == "The proxy has started successfully and is ready for new connections!" and .severity == "INFO")' \
+    "$PROXY_LOG" >/dev/null || csql_die "structured logs: no INFO ready line"
+! grep -q "$token" "$PROXY_LOG" || csql_die "the token appears in the logs"
+csql_log "ok: $(wc -l <"$PROXY_LOG") structured log lines, all JSON, no token"
 
 # ---- JSON config file, overridden by the environment and by flags ----
 cat >"$work/proxy.json" <<JSON
