@@ -3,7 +3,8 @@
 # (instances as CSQL_PROXY_INSTANCE_CONNECTION_NAME_N), JSON and TOML config
 # files, and precedence (flag > environment > file). Bad values: exit 1 with
 # one line naming the culprit. Logs: --structured-logs JSON lines, --quiet,
-# and the token never in a log line nor in /proc/PID/cmdline.
+# and the token never in a log line nor in /proc/PID/cmdline. Credentials from
+# a service account file and from authorized-user JSON (env).
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
@@ -18,7 +19,9 @@ pg1=proj-$$:us-central1:pg1
 pg2=proj-$$:us-central1:pg2
 
 csql_start_pg
-csql_start_emulator --static-token "$token" \
+csql_tempdir creds csql-proxy-creds
+rmdir "$creds" # the emulator makes it (mode 0700)
+csql_start_emulator --static-token "$token" --write-credentials "$creds" \
     --instance "$pg1?version=POSTGRES_15&public-ip=$(csql_unique_ip 1)&backend=127.0.0.1:$CSQL_PG_PORT" \
     --instance "$pg2?version=POSTGRES_15&public-ip=$(csql_unique_ip 2)&backend=127.0.0.1:$CSQL_PG_PORT"
 csql_tempdir work csql-proxy-config
@@ -82,6 +85,21 @@ proxy_start cmdline --token "$token" --sqladmin-api-endpoint "$EMU_URL" --addres
 proxy_wait_ready
 ! tr '\0' ' ' <"/proc/$PROXY_PID/cmdline" | grep -q "$token" || csql_die "the token is visible in /proc/$PROXY_PID/cmdline"
 csql_expect_contains "cmdline after scrubbing" "--token xxxxx" "$(tr '\0' ' ' <"/proc/$PROXY_PID/cmdline")"
+
+# ---- credentials: a service account file, and authorized-user JSON in the environment ----
+proxy_start creds-file --credentials-file "$creds/service_account.json" \
+    --sqladmin-api-endpoint "$EMU_URL" --address "$listen" --port 7600 "$pg1"
+proxy_wait_ready
+csql_expect "--credentials-file (service account, JWT grant)" 1 "$(q 7600 'select 1')"
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 143
+CSQL_PROXY_JSON_CREDENTIALS=$(cat "$creds/authorized_user.json") proxy_start creds-json \
+    --sqladmin-api-endpoint "$EMU_URL" --address "$listen" --port 7700 "$pg1"
+proxy_wait_ready
+csql_expect "CSQL_PROXY_JSON_CREDENTIALS (authorized user, refresh grant)" 1 "$(q 7700 'select 1')"
+! grep -q 'refresh_token\|client_secret\|PRIVATE KEY' "$PROXY_LOG" || csql_die "credentials appear in the logs"
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 143
 
 # ---- bad configuration: exit 1, one line naming it ----
 bad() {
