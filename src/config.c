@@ -289,6 +289,16 @@ int csql_config_set_log(csql_config *cfg, csql_log_fn fn, void *userdata, csql_l
     return CSQL_OK;
 }
 
+int csql_config_set_refresh_callback(csql_config *cfg, csql_refresh_fn fn, void *userdata)
+{
+    if (cfg == NULL) {
+        return null_cfg("csql_config_set_refresh_callback");
+    }
+    cfg->refresh_fn = fn;
+    cfg->refresh_userdata = fn ? userdata : NULL;
+    return CSQL_OK;
+}
+
 /* ---- credentials ---- */
 
 int csql_config_set_credentials_file(csql_config *cfg, const char *path)

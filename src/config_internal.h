@@ -47,6 +47,9 @@ struct csql_config {
     csql_log_fn log_fn;
     void *log_userdata;
     csql_log_level log_level;
+
+    csql_refresh_fn refresh_fn;
+    void *refresh_userdata;
 };
 
 /* Deep copy (for the dialer). 0 or CSQL_ERR_NOMEM. */

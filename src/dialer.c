@@ -27,7 +27,23 @@ static int dialer_refresh(void *arg, const csql__instance_name *name, bool iam,
                           int64_t deadline_ms, const atomic_bool *cancel, csql__certset **out)
 {
     const csql_dialer *d = arg;
-    return csql__refresh_once_cancellable(&d->rctx, name, iam, deadline_ms, cancel, out);
+    int64_t t0 = csql__mono_ms();
+    int rc = csql__refresh_once_cancellable(&d->rctx, name, iam, deadline_ms, cancel, out);
+    if (d->cfg->refresh_fn != NULL) {
+        const csql_error *e = csql_error_last();
+        csql_refresh_event ev = {
+            .instance = name->full,
+            .iam_authn = iam,
+            .error = rc,
+            .http_status = rc != 0 ? e->http_status : 0,
+            .api_reason = rc != 0 ? e->api_reason : "",
+            .message = rc != 0 ? e->message : "",
+            .expires_at = (rc == 0 && *out != NULL) ? (*out)->expires_at : 0,
+            .duration_ms = (uint64_t)(csql__mono_ms() - t0),
+        };
+        d->cfg->refresh_fn(&ev, d->cfg->refresh_userdata);
+    }
+    return rc;
 }
 
 static char *make_user_agent(const char *suffix)

@@ -136,6 +136,30 @@ CSQL_EXTERN int csql_config_set_server_port(csql_config *cfg, uint16_t port);
 CSQL_EXTERN int csql_config_set_log(csql_config *cfg, csql_log_fn fn, void *userdata,
                                     csql_log_level max_level);
 
+/* The outcome of one certificate refresh (after its retries), for metrics and monitoring. */
+typedef struct csql_refresh_event {
+    const char *instance;   /* "project:region:instance" */
+    int iam_authn;          /* the refreshed cache entry is for IAM authn dials */
+    int error;              /* 0 on success, else the csql_err that failed it */
+    long http_status;       /* on failure: the HTTP status behind it, or 0 */
+    const char *api_reason; /* on failure: the Google error status ("PERMISSION_DENIED"), or "" */
+    const char *message;    /* on failure: the error message (never a secret), else "" */
+    int64_t expires_at;     /* on success: Unix time the new certificate stops being usable */
+    uint64_t duration_ms;   /* time the refresh took */
+} csql_refresh_event;
+
+/*
+ * Called after every refresh of every instance, on the thread that ran it (the
+ * dialer's refresh thread, or with CSQL_REFRESH_LAZY the dialling thread).
+ * Must not block, nor call into the dialer. The event and its strings are
+ * valid only during the call.
+ */
+typedef void (*csql_refresh_fn)(const csql_refresh_event *ev, void *userdata);
+
+/* Call fn after each certificate refresh (default: none; fn NULL removes it). */
+CSQL_EXTERN int csql_config_set_refresh_callback(csql_config *cfg, csql_refresh_fn fn,
+                                                 void *userdata);
+
 #ifdef __cplusplus
 }
 #endif

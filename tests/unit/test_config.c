@@ -71,6 +71,12 @@ static int dummy_token(csql_token_kind kind, char *buf, size_t buflen, int64_t *
     return 1;
 }
 
+static void dummy_refresh(const csql_refresh_event *ev, void *userdata)
+{
+    (void)ev;
+    (void)userdata;
+}
+
 static void dummy_log(csql_log_level level, const char *line, void *userdata)
 {
     (void)level;
@@ -132,6 +138,7 @@ static void test_null_config_everywhere(void **state)
     assert_int_equal(csql_config_set_mdx(NULL, 1), inval);
     assert_int_equal(csql_config_set_server_port(NULL, 1), inval);
     assert_int_equal(csql_config_set_log(NULL, dummy_log, NULL, CSQL_LOG_INFO), inval);
+    assert_int_equal(csql_config_set_refresh_callback(NULL, NULL, NULL), inval);
     assert_int_equal(csql_error_last()->category, CSQL_CAT_USAGE);
     assert_int_equal(csql__config_copy(NULL, NULL), inval);
     assert_int_equal(csql__config_resolve(NULL), inval);
@@ -206,6 +213,13 @@ static void test_strategy_keepalive_port_log(void **state)
     expect_bad(csql_config_set_log(cfg, dummy_log, &ud, (csql_log_level)4), "log level", "4");
     assert_int_equal(csql_config_set_log(cfg, NULL, &ud, CSQL_LOG_ERROR), 0);
     assert_null(cfg->log_fn);
+    assert_int_equal(csql_config_set_refresh_callback(cfg, dummy_refresh, &ud), 0);
+    assert_ptr_equal(cfg->refresh_fn, dummy_refresh);
+    assert_ptr_equal(cfg->refresh_userdata, &ud);
+    /* Removing the callback forgets its userdata too. */
+    assert_int_equal(csql_config_set_refresh_callback(cfg, NULL, &ud), 0);
+    assert_null(cfg->refresh_fn);
+    assert_null(cfg->refresh_userdata);
 }
 
 static void test_credentials_file_and_json(void **state)
