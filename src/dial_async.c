@@ -384,16 +384,8 @@ int csql_dial_async_start(csql_dialer *d, const char *instance, const csql_dial_
                            d == NULL ? "dialer" : instance == NULL ? "instance" : "out");
     }
     csql__dial_settings ds;
-    int rc = csql__dialer_resolve_opts(d, opts, "csql_dial_async_start", &ds);
-    if (rc != CSQL_OK) {
-        return rc;
-    }
-    rc = csql__dialer_check_open(d, "csql_dial_async_start", instance);
-    if (rc != CSQL_OK) {
-        return rc;
-    }
     csql__instance_name name;
-    rc = csql__instance_name_parse(instance, &name);
+    int rc = csql__dialer_begin(d, instance, opts, "csql_dial_async_start", &ds, &name);
     if (rc != CSQL_OK) {
         return rc;
     }

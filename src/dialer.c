@@ -317,6 +317,20 @@ out:
     return rc;
 }
 
+int csql__dialer_begin(const csql_dialer *d, const char *instance, const csql_dial_options *opts,
+                       const char *fn, csql__dial_settings *ds, csql__instance_name *name)
+{
+    int rc = csql__dialer_resolve_opts(d, opts, fn, ds);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = csql__dialer_check_open(d, fn, instance);
+    if (rc != 0) {
+        return rc;
+    }
+    return csql__instance_name_parse(instance, name);
+}
+
 int csql_dial(csql_dialer *d, const char *instance, const csql_dial_options *opts,
               csql_conn **out)
 {
@@ -328,16 +342,8 @@ int csql_dial(csql_dialer *d, const char *instance, const csql_dial_options *opt
                            d == NULL ? "dialer" : instance == NULL ? "instance" : "out");
     }
     csql__dial_settings ds;
-    int rc = csql__dialer_resolve_opts(d, opts, "csql_dial", &ds);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = csql__dialer_check_open(d, "csql_dial", instance);
-    if (rc != 0) {
-        return rc;
-    }
     csql__instance_name name;
-    rc = csql__instance_name_parse(instance, &name);
+    int rc = csql__dialer_begin(d, instance, opts, "csql_dial", &ds, &name);
     if (rc != 0) {
         return rc;
     }
@@ -353,16 +359,8 @@ int csql_dialer_warmup(csql_dialer *d, const char *instance, const csql_dial_opt
                            d == NULL ? "dialer" : "instance");
     }
     csql__dial_settings ds;
-    int rc = csql__dialer_resolve_opts(d, opts, "csql_dialer_warmup", &ds);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = csql__dialer_check_open(d, "csql_dialer_warmup", instance);
-    if (rc != 0) {
-        return rc;
-    }
     csql__instance_name name;
-    rc = csql__instance_name_parse(instance, &name);
+    int rc = csql__dialer_begin(d, instance, opts, "csql_dialer_warmup", &ds, &name);
     if (rc != 0) {
         return rc;
     }

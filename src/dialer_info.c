@@ -23,16 +23,8 @@ int csql_dialer_instance_info(csql_dialer *d, const char *instance, const csql_d
                            d == NULL ? "dialer" : instance == NULL ? "instance" : "out");
     }
     csql__dial_settings ds;
-    int rc = csql__dialer_resolve_opts(d, opts, "csql_dialer_instance_info", &ds);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = csql__dialer_check_open(d, "csql_dialer_instance_info", instance);
-    if (rc != 0) {
-        return rc;
-    }
     csql__instance_name name;
-    rc = csql__instance_name_parse(instance, &name);
+    int rc = csql__dialer_begin(d, instance, opts, "csql_dialer_instance_info", &ds, &name);
     if (rc != 0) {
         return rc;
     }

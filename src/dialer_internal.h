@@ -40,6 +40,12 @@ int csql__dialer_resolve_opts(const csql_dialer *d, const csql_dial_options *opt
                               const char *fn, csql__dial_settings *out);
 /* CSQL_ERR_CLOSED once csql_dialer_close has been called. */
 int csql__dialer_check_open(const csql_dialer *d, const char *fn, const char *instance);
+/*
+ * The common start of every per-instance call (fn names it in errors):
+ * resolve opts, refuse a closed dialer, parse the instance name.
+ */
+int csql__dialer_begin(const csql_dialer *d, const char *instance, const csql_dial_options *opts,
+                       const char *fn, csql__dial_settings *ds, csql__instance_name *name);
 /* The address of type t (AUTO: public, else private), or NULL. */
 const char *csql__address_of(const csql__connect_info *ci, csql_ip_type t);
 /* The address to dial in cs for type t, or CSQL_ERR_NO_IP_TYPE naming what the instance has. */
