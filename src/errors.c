@@ -95,6 +95,8 @@ static void set_fields(int code, long http_status, const char *reason)
     tls_error.pub.api_reason = tls_error.reason;
 }
 
+static void format_message(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
 static void format_message(const char *fmt, va_list ap)
 {
     char tmp[CSQL_ERRMSG_MAX - 6];
