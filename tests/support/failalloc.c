@@ -1,8 +1,9 @@
 /*
  * Allocation-failure injection (failalloc.h). The --wrap'ed entry points and
- * the jansson/OpenSSL hooks all ask one thread-local countdown whether this
- * allocation fails; the real allocators are reached through __real_*, so the
- * sanitizers' allocators keep working under the asan preset.
+ * the jansson, OpenSSL and libcurl hooks all ask one countdown (the calling
+ * thread's, or in global mode a shared one) whether this allocation fails;
+ * the real allocators are reached through __real_*, so the sanitizers'
+ * allocators keep working under the asan preset.
  */
 #include "failalloc.h"
 
