@@ -386,6 +386,11 @@ static void test_conflicts(void **state)
     expect_err("--auto-iam-authn with --token also needs --login-token", "-i", "-t", "x", "p:r:i");
     expect_err("--sqladmin-api-endpoint and --universe-domain", "--sqladmin-api-endpoint",
                "https://x", "--universe-domain", "y.com", "p:r:i");
+    expect_err("--iam-credentials-endpoint needs --impersonate-service-account",
+               "--iam-credentials-endpoint", "http://127.0.0.1:1", "p:r:i");
+    expect_err("--iam-credentials-endpoint and --universe-domain",
+               "--impersonate-service-account", "a@p.iam.gserviceaccount.com",
+               "--iam-credentials-endpoint", "https://x", "--universe-domain", "y.com", "p:r:i");
     expect_err("--quiet and --debug-logs", "--quiet", "--debug-logs", "p:r:i");
     expect_err("--prometheus-namespace needs --prometheus", "--prometheus-namespace", "x",
                "p:r:i");
@@ -403,6 +408,11 @@ static void test_conflicts(void **state)
                      0);
     proxy_opts_free(&o);
     assert_int_equal(parse(&o, "-i", "-t", "a", "--login-token", "b", "p:r:i"), 0);
+    proxy_opts_free(&o);
+    assert_int_equal(parse(&o, "--impersonate-service-account", "a@p.iam.gserviceaccount.com",
+                           "--iam-credentials-endpoint", "http://127.0.0.1:1", "p:r:i"),
+                     0);
+    assert_string_equal(o.iam_credentials_endpoint, "http://127.0.0.1:1");
     proxy_opts_free(&o);
     /* --unix-socket with the default address and port is fine */
     assert_int_equal(parse(&o, "-u", "/tmp", "p:r:i?port=5000"), 0);

@@ -419,6 +419,13 @@ static int check_conflicts(const parse_state *s, const proxy_opts *o, char *err,
         return fail(err, errlen,
                     "--sqladmin-api-endpoint and --universe-domain cannot be used together");
     }
+    if (o->iam_credentials_endpoint != NULL && o->impersonate_service_account == NULL) {
+        return fail(err, errlen, "--iam-credentials-endpoint needs --impersonate-service-account");
+    }
+    if (o->iam_credentials_endpoint != NULL && o->universe_domain != NULL) {
+        return fail(err, errlen,
+                    "--iam-credentials-endpoint and --universe-domain cannot be used together");
+    }
     if (o->quiet && o->debug_logs) {
         return fail(err, errlen, "--quiet and --debug-logs cannot be used together");
     }

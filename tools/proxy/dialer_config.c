@@ -62,6 +62,10 @@ int proxy_dialer_config(const proxy_opts *o, csql_config **out, char *err, size_
         rc = check(csql_config_set_impersonate_service_account(cfg, o->impersonate_service_account),
                    "--impersonate-service-account", err, errlen);
     }
+    if (rc == 0 && o->iam_credentials_endpoint) {
+        rc = check(csql_config_set_iam_credentials_endpoint(cfg, o->iam_credentials_endpoint),
+                   "--iam-credentials-endpoint", err, errlen);
+    }
     if (rc == 0 && o->quota_project) {
         rc = check(csql_config_set_quota_project(cfg, o->quota_project), "--quota-project", err,
                    errlen);

@@ -51,6 +51,10 @@ static const flag_def run_flags[] = {
      "The same credentials, as a JSON string.", FF_SECRET, NULL},
     {"impersonate-service-account", 0, FT_STRING, OFF(impersonate_service_account), NULL,
      "CHAIN", "Impersonate TARGET[,DELEGATE...]: the first email is the account used.", 0, NULL},
+    {"iam-credentials-endpoint", 0, FT_STRING, OFF(iam_credentials_endpoint), NULL, "URL",
+     "With --impersonate-service-account: base URL of the IAM Credentials API (csql-proxy's "
+     "own flag, for emulators and private endpoints).",
+     0, NULL},
     {"quota-project", 0, FT_STRING, OFF(quota_project), NULL, "PROJECT",
      "Project charged for SQL Admin API quota.", 0, NULL},
     {"sqladmin-api-endpoint", 0, FT_STRING, OFF(sqladmin_api_endpoint), NULL, "URL",

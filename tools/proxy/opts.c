@@ -31,6 +31,7 @@ void proxy_opts_free(proxy_opts *o)
     char **strings[] = {
         &o->address,          &o->unix_socket,     &o->http_address,
         &o->prometheus_namespace, &o->credentials_file, &o->impersonate_service_account,
+        &o->iam_credentials_endpoint,
         &o->quota_project,    &o->sqladmin_api_endpoint, &o->universe_domain,
         &o->user_agent,       &o->config_file,
     };

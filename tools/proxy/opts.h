@@ -71,6 +71,7 @@ typedef struct proxy_opts {
     char *credentials_file;
     char *json_credentials;
     char *impersonate_service_account;
+    char *iam_credentials_endpoint;
     char *quota_project;
     char *sqladmin_api_endpoint;
     char *universe_domain;
