@@ -20,7 +20,7 @@ scripts/setup.sh
 presets=${CSQL_TEST_PRESETS:-debug asan tsan}
 # Tests of code that shares state across threads: TLS connections, caches and the
 # refresher, the event loop and endpoints, credentials, async dials, the proxy.
-tsan_tests=${CSQL_TSAN_TESTS:-'^(test_(errors|conn|dial_socket|cache|cache_nowait|dialer|creds|keys|http|fwd|endpoint|loop|dial_nb|dial|async|async_adapters|async_drivers|async_server|endpoint_e2e|emulator_proxy|emulator_auth)|test_proxy_.*)$'}
+tsan_tests=${CSQL_TSAN_TESTS:-'^(test_(errors|conn|dial_socket|cache|cache_nowait|dialer|creds|keys|http|fwd|endpoint|endpoint_loops|loop|dial_nb|dial|async|async_adapters|async_drivers|async_server|endpoint_e2e|emulator_proxy|emulator_auth)|test_proxy_.*)$'}
 jobs=${CSQL_TEST_JOBS:-2}
 failed=()
 summary=()

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -139,6 +140,7 @@ int csql_config_new(csql_config **out)
     cfg->tcp_keepalive_s = DEFAULT_KEEPALIVE_S;
     cfg->mdx = true;
     cfg->server_port = DEFAULT_SERVER_PORT;
+    cfg->event_loops = 1;
     cfg->log_level = CSQL_LOG_ERROR;
     *out = cfg;
     return CSQL_OK;
@@ -271,6 +273,20 @@ int csql_config_set_server_port(csql_config *cfg, uint16_t port)
         return csql__error(CSQL_ERR_BAD_CONFIG, "server_port 0 is out of range (1..65535)");
     }
     cfg->server_port = port;
+    return CSQL_OK;
+}
+
+int csql_config_set_event_loops(csql_config *cfg, unsigned int n)
+{
+    if (cfg == NULL) {
+        return null_cfg("csql_config_set_event_loops");
+    }
+    if (n > CSQL_EVENT_LOOPS_MAX) {
+        return csql__error(CSQL_ERR_BAD_CONFIG,
+                           "event_loops %u is out of range (0 = one per CPU, or 1..%d)", n,
+                           CSQL_EVENT_LOOPS_MAX);
+    }
+    cfg->event_loops = n;
     return CSQL_OK;
 }
 
@@ -837,6 +853,11 @@ int csql__config_resolve(csql_config *cfg)
     }
     if (cfg->universe_domain == NULL && (cfg->universe_domain = strdup(DEFAULT_UNIVERSE)) == NULL) {
         return nomem("universe_domain");
+    }
+    if (cfg->event_loops == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->event_loops = cpus < 1 ? 1 : (cpus > CSQL_EVENT_LOOPS_MAX ? CSQL_EVENT_LOOPS_MAX
+                                                                        : (uint32_t)cpus);
     }
     int rc = resolve_endpoint(&cfg->admin_api_endpoint, "admin_api_endpoint", "sqladmin",
                               cfg->universe_domain);

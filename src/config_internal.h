@@ -43,6 +43,7 @@ struct csql_config {
     uint32_t tcp_keepalive_s;        /* default 30; 0 = off */
     bool mdx;                        /* default true */
     uint16_t server_port;            /* default 3307 */
+    uint32_t event_loops;            /* default 1; 0: one per online CPU (resolved by the dialer) */
 
     csql_log_fn log_fn;
     void *log_userdata;

@@ -32,15 +32,21 @@
 
 static void ep_free(csql_endpoint *ep)
 {
-    csql__loop *loop = ep->loop;
+    csql__loop *loops[CSQL__EP_MAX_LOOPS];
+    unsigned n = ep->nloops;
+    memcpy(loops, ep->loops, sizeof(loops));
     if (ep->has_first) {
         csql__ep_remote_dispose(&ep->first);
     }
     if (ep->dial_ctx_free != NULL) {
         ep->dial_ctx_free(ep->dial_ctx);
     }
+    pthread_mutex_destroy(&ep->conns_mu);
     free(ep);
-    csql__loop_release(loop);
+    /* The other loops first: loop 0 is the one a dialer's other users share. */
+    for (unsigned i = n; i-- > 0;) {
+        csql__loop_release(loops[i]);
+    }
 }
 
 void csql__ep_ref(csql_endpoint *ep)
@@ -124,15 +130,58 @@ static void on_backoff(void *arg, uint32_t events)
 
 static bool at_capacity(const csql_endpoint *ep)
 {
-    return ep->max_connections != 0 &&
-           (uint32_t)(ep->active + ep->dials) >= ep->max_connections;
+    if (ep->max_connections == 0) {
+        return false;
+    }
+    int busy = atomic_load(&ep->active) + atomic_load(&ep->dials);
+    return busy >= 0 && (uint32_t)busy >= ep->max_connections;
+}
+
+/* On the endpoint's loop: a slot was freed on another loop while accepting was paused. */
+static void on_resume(void *arg)
+{
+    csql_endpoint *ep = arg;
+    atomic_store(&ep->resume_pending, false);
+    if (ep->paused && !ep->closed && !at_capacity(ep)) {
+        set_listening(ep, true);
+    }
+    csql__ep_unref(ep);
 }
 
 void csql__ep_slot_freed(csql_endpoint *ep)
 {
-    if (ep->paused && !ep->closed && !at_capacity(ep)) {
-        set_listening(ep, true);
+    if (csql__loop_in_thread(ep->loop)) {
+        if (ep->paused && !ep->closed && !at_capacity(ep)) {
+            set_listening(ep, true);
+        }
+        return;
     }
+    /* Another loop: only the endpoint's own may touch the listener. */
+    if (!atomic_load(&ep->paused) || atomic_exchange(&ep->resume_pending, true)) {
+        return;
+    }
+    csql__ep_ref(ep);
+    ep->resume_task.fn = on_resume;
+    ep->resume_task.arg = ep;
+    if (csql__loop_post(ep->loop, &ep->resume_task) != CSQL_OK) {
+        /* The endpoint's loop is stopping: nothing will accept again anyway. */
+        atomic_store(&ep->resume_pending, false);
+        csql__ep_unref(ep);
+    }
+}
+
+csql__loop *csql__ep_pick_loop(const csql_endpoint *ep)
+{
+    csql__loop *best = ep->loops[0];
+    int best_load = csql__loop_load(best);
+    for (unsigned i = 1; i < ep->nloops; i++) {
+        int l = csql__loop_load(ep->loops[i]);
+        if (l < best_load) {
+            best = ep->loops[i];
+            best_load = l;
+        }
+    }
+    return best;
 }
 
 /* ------------------------------------------------------------------ */
@@ -203,10 +252,10 @@ static void on_accept(void *arg, uint32_t events)
                 stop_listening(ep); /* the socket and its directory go at once */
             }
             peer.accepted_us = 0; /* pre-dialled */
-            csql__ep_forward(ep, fd, &peer, &first);
+            csql__ep_forward(ep, ep->loop, fd, &peer, &first);
             continue;
         }
-        csql__ep_dial(ep, fd, &peer);
+        csql__ep_dial(ep, csql__ep_pick_loop(ep), fd, &peer);
     }
 }
 
@@ -476,6 +525,15 @@ int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
         goto fail;
     }
     atomic_init(&ep->refs, 1);
+    atomic_init(&ep->paused, false);
+    atomic_init(&ep->resume_pending, false);
+    atomic_init(&ep->active, 0);
+    atomic_init(&ep->dials, 0);
+    atomic_init(&ep->dial_failures, 0);
+    atomic_init(&ep->closed_clean, 0);
+    atomic_init(&ep->closed_error, 0);
+    atomic_init(&ep->max_buffered, 0);
+    pthread_mutex_init(&ep->conns_mu, NULL);
     ep->lfd = -1;
     ep->tio.fd = -1;
     ep->tio.fn = on_backoff;
@@ -530,7 +588,18 @@ int csql__endpoint_open(csql_endpoint **out, const csql__endpoint_params *p)
     if (rc != CSQL_OK) {
         goto fail;
     }
-    rc = csql__loop_call(ep->loop, ep_register_on_loop, ep);
+    ep->loops[0] = ep->loop;
+    ep->nloops = 1;
+    unsigned want = p->loops == 0 ? 1 : (p->loops > CSQL__EP_MAX_LOOPS ? CSQL__EP_MAX_LOOPS : p->loops);
+    while (rc == CSQL_OK && ep->nloops < want) {
+        rc = csql__loop_acquire_nth(p->loop_key, ep->nloops, &ep->loops[ep->nloops]);
+        if (rc == CSQL_OK) {
+            ep->nloops++;
+        }
+    }
+    if (rc == CSQL_OK) {
+        rc = csql__loop_call(ep->loop, ep_register_on_loop, ep);
+    }
     if (rc == CSQL_OK && !ep->listening) {
         rc = csql__error(CSQL_ERR_INTERNAL, "cannot watch the endpoint socket");
         csql__loop_call(ep->loop, ep_shut_on_loop, ep);
@@ -570,6 +639,7 @@ fail:
         if (ep->dial_ctx_free != NULL) {
             ep->dial_ctx_free(ep->dial_ctx);
         }
+        pthread_mutex_destroy(&ep->conns_mu);
         free(ep);
     } else {
         if (p->adopt_fd && p->fd >= 0) {
@@ -617,6 +687,7 @@ const char *csql_endpoint_address(const csql_endpoint *ep)
 
 typedef struct stats_call {
     csql_endpoint *ep;
+    csql__loop *loop;
     csql__endpoint_stats *out;
 } stats_call;
 
@@ -625,9 +696,18 @@ static void stats_on_loop(void *arg)
     stats_call *sc = arg;
     csql_endpoint *ep = sc->ep;
     *sc->out = ep->st;
-    sc->out->active = ep->active;
+    sc->out->dial_failures = atomic_load(&ep->dial_failures);
+    sc->out->closed_clean = atomic_load(&ep->closed_clean);
+    sc->out->closed_error = atomic_load(&ep->closed_error);
+    sc->out->active = atomic_load(&ep->active);
     sc->out->listening = ep->listening && !ep->paused;
-    size_t live = csql__ep_conns_max_buffered(ep);
+    sc->out->max_buffered = atomic_load(&ep->max_buffered);
+}
+
+static void live_buffered_on_loop(void *arg)
+{
+    stats_call *sc = arg;
+    size_t live = csql__ep_conns_max_buffered(sc->ep, sc->loop);
     if (live > sc->out->max_buffered) {
         sc->out->max_buffered = live;
     }
@@ -635,7 +715,12 @@ static void stats_on_loop(void *arg)
 
 int csql__endpoint_stats_get(csql_endpoint *ep, csql__endpoint_stats *out)
 {
-    stats_call sc = {ep, out};
+    stats_call sc = {ep, ep->loop, out};
     memset(out, 0, sizeof(*out));
-    return csql__loop_call(ep->loop, stats_on_loop, &sc);
+    int rc = csql__loop_call(ep->loop, stats_on_loop, &sc);
+    for (unsigned i = 0; rc == CSQL_OK && i < ep->nloops; i++) {
+        sc.loop = ep->loops[i];
+        rc = csql__loop_call(sc.loop, live_buffered_on_loop, &sc);
+    }
+    return rc;
 }

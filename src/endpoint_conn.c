@@ -1,8 +1,10 @@
 /*
- * One accepted connection of an endpoint, on the loop thread: its dial (a
+ * One accepted connection of an endpoint: its hand-over from the endpoint's
+ * loop to the least loaded of the dialer's loops, its dial there (a
  * non-blocking csql_dial_async the loop drives, or an injected blocking dial
- * on a loop worker), its forwarding (fwd.c), and the events the application
- * sees: ACCEPTED, then DIALLED and CLOSED, or DIAL_FAILED.
+ * on a loop worker), its forwarding (fwd.c) on that same loop, and the
+ * events the application sees: ACCEPTED (on the endpoint's loop), then
+ * DIALLED and CLOSED, or DIAL_FAILED (on the connection's loop).
  */
 #include "endpoint_impl.h"
 
@@ -19,6 +21,7 @@
 
 struct csql__ep_conn {
     csql_endpoint *ep;
+    csql__loop *loop; /* the loop forwarding it */
     csql__fwd *fwd;
     csql__ep_peer peer;
     struct csql__ep_conn *prev, *next;
@@ -91,7 +94,7 @@ int csql__ep_accepted(csql_endpoint *ep, const csql__ep_peer *peer)
 /* A dial failed with the error raised on this thread: tell the application, close the client. */
 static void dial_failed(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
 {
-    ep->st.dial_failures++;
+    atomic_fetch_add(&ep->dial_failures, 1);
     csql__ep_abortive_close(fd, ep->tcp);
     const csql_error *err = csql_error_last();
     emit(ep, CSQL_ENDPOINT_DIAL_FAILED, peer, 0, 0, err);
@@ -103,20 +106,24 @@ static void dial_failed(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
 /* ------------------------------------------------------------------ */
 /* forwarding                                                          */
 
+static void note_max_buffered(csql_endpoint *ep, size_t hw)
+{
+    size_t cur = atomic_load(&ep->max_buffered);
+    while (hw > cur && !atomic_compare_exchange_weak(&ep->max_buffered, &cur, hw)) {
+    }
+}
+
 static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
 {
     csql__ep_conn *c = arg;
     csql_endpoint *ep = c->ep;
     if (fs->error == 0) {
-        ep->st.closed_clean++;
+        atomic_fetch_add(&ep->closed_clean, 1);
     } else {
-        ep->st.closed_error++;
+        atomic_fetch_add(&ep->closed_error, 1);
     }
-    size_t hw = fs->up_max_buffered > fs->down_max_buffered ? fs->up_max_buffered
-                                                             : fs->down_max_buffered;
-    if (hw > ep->st.max_buffered) {
-        ep->st.max_buffered = hw;
-    }
+    note_max_buffered(ep, fs->up_max_buffered > fs->down_max_buffered ? fs->up_max_buffered
+                                                                      : fs->down_max_buffered);
     csql_error err = {
         .code = fs->error,
         .category = csql_err_category_of(fs->error),
@@ -126,6 +133,7 @@ static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
     };
     emit(ep, CSQL_ENDPOINT_CLOSED, &c->peer, fs->up_bytes, fs->down_bytes,
          fs->error != 0 ? &err : NULL);
+    pthread_mutex_lock(&ep->conns_mu);
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -134,13 +142,15 @@ static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    ep->active--;
+    pthread_mutex_unlock(&ep->conns_mu);
+    atomic_fetch_sub(&ep->active, 1);
+    csql__loop_load_add(c->loop, -1);
     free(c);
     csql__ep_slot_freed(ep);
     csql__ep_unref(ep);
 }
 
-void csql__ep_forward(csql_endpoint *ep, int fd, const csql__ep_peer *peer,
+void csql__ep_forward(csql_endpoint *ep, csql__loop *loop, int fd, const csql__ep_peer *peer,
                       const csql__fwd_remote *remote)
 {
     emit(ep, CSQL_ENDPOINT_DIALLED, peer, 0, 0, NULL);
@@ -149,12 +159,13 @@ void csql__ep_forward(csql_endpoint *ep, int fd, const csql__ep_peer *peer,
         csql__ep_abortive_close(fd, ep->tcp);
         csql__fwd_remote r = *remote;
         csql__ep_remote_dispose(&r);
-        ep->st.closed_error++;
+        atomic_fetch_add(&ep->closed_error, 1);
         csql__error(CSQL_ERR_NOMEM, "out of memory forwarding a connection");
         emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
         return;
     }
     c->ep = ep;
+    c->loop = loop;
     c->peer = *peer;
     csql__fwd_opts fo = {
         .buffer_size = ep->buffer_size,
@@ -162,25 +173,47 @@ void csql__ep_forward(csql_endpoint *ep, int fd, const csql__ep_peer *peer,
         .on_close = on_conn_closed,
         .arg = c,
     };
-    if (csql__fwd_start(ep->loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
-        ep->st.closed_error++;
-        emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
-        free(c);
-        return;
-    }
+    /* Counted before the start: the forwarding may end (and be uncounted) on this loop only. */
     csql__ep_ref(ep);
+    atomic_fetch_add(&ep->active, 1);
+    csql__loop_load_add(loop, 1);
+    pthread_mutex_lock(&ep->conns_mu);
     c->next = ep->conns;
     if (ep->conns != NULL) {
         ep->conns->prev = c;
     }
     ep->conns = c;
-    ep->active++;
+    pthread_mutex_unlock(&ep->conns_mu);
+    if (csql__fwd_start(loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
+        pthread_mutex_lock(&ep->conns_mu);
+        if (c->prev != NULL) {
+            c->prev->next = c->next;
+        } else {
+            ep->conns = c->next;
+        }
+        if (c->next != NULL) {
+            c->next->prev = c->prev;
+        }
+        pthread_mutex_unlock(&ep->conns_mu);
+        atomic_fetch_sub(&ep->active, 1);
+        csql__loop_load_add(loop, -1);
+        atomic_fetch_add(&ep->closed_error, 1);
+        emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
+        free(c);
+        csql__ep_slot_freed(ep);
+        csql__ep_unref(ep);
+        return;
+    }
 }
 
-size_t csql__ep_conns_max_buffered(const csql_endpoint *ep)
+size_t csql__ep_conns_max_buffered(csql_endpoint *ep, const csql__loop *loop)
 {
     size_t best = 0;
+    pthread_mutex_lock(&ep->conns_mu);
     for (const csql__ep_conn *c = ep->conns; c != NULL; c = c->next) {
+        if (c->loop != loop || c->fwd == NULL) {
+            continue;
+        }
         csql__fwd_stats fs;
         csql__fwd_get_stats(c->fwd, &fs);
         size_t hw = fs.up_max_buffered > fs.down_max_buffered ? fs.up_max_buffered
@@ -189,6 +222,7 @@ size_t csql__ep_conns_max_buffered(const csql_endpoint *ep)
             best = hw;
         }
     }
+    pthread_mutex_unlock(&ep->conns_mu);
     return best;
 }
 
@@ -197,6 +231,7 @@ size_t csql__ep_conns_max_buffered(const csql_endpoint *ep)
 
 typedef struct ep_adial {
     csql_endpoint *ep;
+    csql__loop *loop; /* the loop driving the dial, and forwarding after it */
     int lfd; /* the accepted connection waiting for its dial */
     csql__ep_peer peer;
     csql_dial_async *h;
@@ -219,17 +254,18 @@ static void adial_end(ep_adial *a)
 {
     csql_endpoint *ep = a->ep;
     if (a->io.fd >= 0) {
-        csql__loop_io_del(ep->loop, &a->io);
+        csql__loop_io_del(a->loop, &a->io);
     }
-    csql__loop_timer_cancel(ep->loop, &a->timer);
-    csql__loop_member_remove(ep->loop, &a->member);
+    csql__loop_timer_cancel(a->loop, &a->timer);
+    csql__loop_member_remove(a->loop, &a->member);
     csql_dial_async_free(a->h); /* closes the fds it reported: already out of the loop */
     a->h = NULL;
-    ep->dials--;
+    atomic_fetch_sub(&ep->dials, 1);
+    csql__loop_load_add(a->loop, -1);
     csql__ep_slot_freed(ep);
     a->free_task.fn = adial_free;
     a->free_task.arg = a;
-    csql__loop_later(ep->loop, &a->free_task);
+    csql__loop_later(a->loop, &a->free_task);
 }
 
 static void adial_step(ep_adial *a)
@@ -244,25 +280,25 @@ static void adial_step(ep_adial *a)
                       ((want & CSQL_ASYNC_WRITE) ? EPOLLOUT : 0);
         /* The fd reported before this call is still open: take it out before it goes. */
         if (a->io.fd >= 0 && a->io.fd != fd) {
-            csql__loop_io_del(ep->loop, &a->io);
+            csql__loop_io_del(a->loop, &a->io);
         }
         if (fd >= 0 && a->io.fd != fd) {
             a->io.fd = fd;
-            if (csql__loop_io_add(ep->loop, &a->io, ev) != CSQL_OK) {
+            if (csql__loop_io_add(a->loop, &a->io, ev) != CSQL_OK) {
                 a->io.fd = -1; /* rely on the timer */
             }
         } else if (fd >= 0) {
-            csql__loop_io_set(ep->loop, &a->io, ev);
+            csql__loop_io_set(a->loop, &a->io, ev);
         }
         int tmo = csql_dial_async_timeout_ms(a->h);
-        csql__loop_timer_set(ep->loop, &a->timer, tmo < 0 ? 1000 : tmo);
+        csql__loop_timer_set(a->loop, &a->timer, tmo < 0 ? 1000 : tmo);
         return;
     }
     int lfd = a->lfd;
     a->lfd = -1;
     if (a->io.fd >= 0) {
         /* The conn's socket was the dial's last fd: the forwarding registers it anew. */
-        csql__loop_io_del(ep->loop, &a->io);
+        csql__loop_io_del(a->loop, &a->io);
     }
     if (rc == CSQL_OK) {
         csql__fwd_remote r = {
@@ -270,7 +306,7 @@ static void adial_step(ep_adial *a)
             .ssl = csql_conn_ssl(conn),
             .conn = conn,
         };
-        csql__ep_forward(ep, lfd, &a->peer, &r);
+        csql__ep_forward(ep, a->loop, lfd, &a->peer, &r);
     } else {
         dial_failed(ep, lfd, &a->peer);
     }
@@ -299,7 +335,7 @@ static void adial_member_close(void *arg)
     adial_end(a);
 }
 
-static void dial_async(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+static void dial_async(csql_endpoint *ep, csql__loop *loop, int fd, const csql__ep_peer *peer)
 {
     ep_adial *a = calloc(1, sizeof(*a));
     csql_dial_async *h = NULL;
@@ -311,6 +347,7 @@ static void dial_async(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
         return;
     }
     a->ep = ep;
+    a->loop = loop;
     a->lfd = fd;
     a->peer = *peer;
     a->h = h;
@@ -320,8 +357,9 @@ static void dial_async(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
     a->member.close = adial_member_close;
     a->member.arg = a;
     csql__ep_ref(ep);
-    ep->dials++;
-    csql__loop_member_add(ep->loop, &a->member);
+    atomic_fetch_add(&ep->dials, 1);
+    csql__loop_load_add(loop, 1);
+    csql__loop_member_add(loop, &a->member);
     adial_step(a); /* the first call does the first steps */
 }
 
@@ -331,6 +369,7 @@ static void dial_async(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
 typedef struct ep_dial_job {
     csql__loop_job job;
     csql_endpoint *ep;
+    csql__loop *loop;
     int fd;
     csql__ep_peer peer;
     int rc;
@@ -360,9 +399,10 @@ static void dial_done(void *arg, int status)
         csql__error(CSQL_ERR_CLOSED, "the dialer was freed before the dial finished");
         dial_failed(ep, j->fd, &j->peer); /* touches no loop state */
     } else {
-        ep->dials--;
+        atomic_fetch_sub(&ep->dials, 1);
+        csql__loop_load_add(j->loop, -1);
         if (j->rc == CSQL_OK) {
-            csql__ep_forward(ep, j->fd, &j->peer, &j->remote);
+            csql__ep_forward(ep, j->loop, j->fd, &j->peer, &j->remote);
         } else {
             csql__error_restore(&j->err);
             dial_failed(ep, j->fd, &j->peer);
@@ -374,7 +414,7 @@ static void dial_done(void *arg, int status)
     csql__ep_unref(ep);
 }
 
-static void dial_blocking(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+static void dial_blocking(csql_endpoint *ep, csql__loop *loop, int fd, const csql__ep_peer *peer)
 {
     ep_dial_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
@@ -383,6 +423,7 @@ static void dial_blocking(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
         return;
     }
     j->ep = ep;
+    j->loop = loop;
     j->fd = fd;
     j->peer = *peer;
     j->remote.fd = -1;
@@ -390,23 +431,81 @@ static void dial_blocking(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
     j->job.done = dial_done;
     j->job.arg = j;
     csql__ep_ref(ep);
-    ep->dials++;
-    if (csql__loop_submit(ep->loop, &j->job) != CSQL_OK) {
-        ep->dials--;
+    atomic_fetch_add(&ep->dials, 1);
+    csql__loop_load_add(loop, 1);
+    if (csql__loop_submit(loop, &j->job) != CSQL_OK) {
+        atomic_fetch_sub(&ep->dials, 1);
+        csql__loop_load_add(loop, -1);
         dial_failed(ep, fd, peer);
         free(j);
         csql__ep_unref(ep);
     }
 }
 
-void csql__ep_dial(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
+/* Dial on the loop whose thread this is. */
+static void dial_here(csql_endpoint *ep, csql__loop *loop, int fd, const csql__ep_peer *peer)
 {
     if (ep->dial_async != NULL) {
-        dial_async(ep, fd, peer);
+        dial_async(ep, loop, fd, peer);
     } else if (ep->dial != NULL) {
-        dial_blocking(ep, fd, peer);
+        dial_blocking(ep, loop, fd, peer);
     } else {
         csql__error(CSQL_ERR_INTERNAL, "endpoint has no way to dial");
         dial_failed(ep, fd, peer);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* hand-over to another loop                                           */
+
+typedef struct ep_handoff {
+    csql__loop_task task;
+    csql_endpoint *ep;
+    csql__loop *loop;
+    int fd;
+    csql__ep_peer peer;
+} ep_handoff;
+
+/* On the target loop (or, if it stopped first, on the thread stopping it: never, see post). */
+static void handoff_run(void *arg)
+{
+    ep_handoff *h = arg;
+    csql_endpoint *ep = h->ep;
+    atomic_fetch_sub(&ep->dials, 1);
+    csql__loop_load_add(h->loop, -1);
+    dial_here(ep, h->loop, h->fd, &h->peer);
+    free(h);
+    csql__ep_slot_freed(ep);
+    csql__ep_unref(ep);
+}
+
+void csql__ep_dial(csql_endpoint *ep, csql__loop *loop, int fd, const csql__ep_peer *peer)
+{
+    if (loop == ep->loop) {
+        dial_here(ep, loop, fd, peer);
+        return;
+    }
+    ep_handoff *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        dial_here(ep, ep->loop, fd, peer); /* no memory to hand it over: keep it */
+        return;
+    }
+    h->ep = ep;
+    h->loop = loop;
+    h->fd = fd;
+    h->peer = *peer;
+    h->task.fn = handoff_run;
+    h->task.arg = h;
+    /* Counted as a dial from now, so that max_connections sees it while in transit. */
+    csql__ep_ref(ep);
+    atomic_fetch_add(&ep->dials, 1);
+    csql__loop_load_add(loop, 1);
+    if (csql__loop_post(loop, &h->task) != CSQL_OK) {
+        atomic_fetch_sub(&ep->dials, 1);
+        csql__loop_load_add(loop, -1);
+        free(h);
+        csql__error(CSQL_ERR_CLOSED, "the dialer was freed before the dial started");
+        dial_failed(ep, fd, peer);
+        csql__ep_unref(ep);
     }
 }

@@ -28,6 +28,7 @@ typedef int (*csql__endpoint_dial_async_fn)(void *ctx, csql_dial_async **out);
 
 typedef struct csql__endpoint_params {
     const void *loop_key;        /* whose loop: the dialer (tests: anything) */
+    unsigned loops;              /* the key's loops connections are spread over (0 or 1: one) */
     bool tcp;
     bool adopt_fd;               /* serve fd, a listening socket the caller made (owned from here) */
     int fd;

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dialer_internal.h"
 #include "endpoint_internal.h"
 #include "error.h"
 #include "instance_name.h"
@@ -77,6 +78,7 @@ static int open_listener(csql_endpoint **out, csql_dialer *d, const char *instan
     }
     csql__endpoint_params p = {
         .loop_key = d,
+        .loops = d->cfg->event_loops,
         .tcp = tcp,
         .adopt_fd = fd >= 0,
         .fd = fd,
@@ -135,6 +137,7 @@ int csql_endpoint_open_conn(csql_endpoint **out, csql_conn *conn, csql_dialer *d
     csql__endpoint_params p = {
         /* Without a dialer, dialer-less one-shot endpoints share the loop keyed NULL. */
         .loop_key = d,
+        .loops = d != NULL ? d->cfg->event_loops : 1,
         .first = &first,
         .one_shot = d == NULL,
         .dial_async = d ? dial_async_with_dialer : NULL,

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 struct csql__loop {
     /* registry (g_reg_mu) */
     const void *key;
+    unsigned idx; /* which of the key's loops */
     size_t refs;
     bool linked;
     bool stopped; /* halted by a forced reap while references remained: freed by the last release */
@@ -37,6 +39,7 @@ struct csql__loop {
     csql__loop_io wake_io;
     pthread_t thread;
     atomic_bool stop_flag; /* read by the loop thread without mu */
+    atomic_int load;       /* connections assigned to this loop (csql__loop_load_add) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* call completions, job queue, worker exit */
@@ -203,7 +206,13 @@ static void *loop_main(void *arg)
     csql__loop *loop = arg;
     struct epoll_event evs[LOOP_MAX_EVENTS];
     t_current_loop = loop;
-    pthread_setname_np(pthread_self(), "csql-loop");
+    char name[16];
+    if (loop->idx == 0) {
+        snprintf(name, sizeof(name), "csql-loop");
+    } else {
+        snprintf(name, sizeof(name), "csql-loop-%u", loop->idx % 1000);
+    }
+    pthread_setname_np(pthread_self(), name);
 
     while (!atomic_load(&loop->stop_flag)) {
         int timeout = loop->later_head != NULL ? 0 : next_timeout(loop);
@@ -345,7 +354,7 @@ static void loop_free_resources(csql__loop *loop)
     free(loop);
 }
 
-static int loop_start(const void *key, csql__loop **out)
+static int loop_start(const void *key, unsigned idx, csql__loop **out)
 {
     int rc = CSQL_ERR_INTERNAL;
     csql__loop *loop = calloc(1, sizeof(*loop));
@@ -353,11 +362,13 @@ static int loop_start(const void *key, csql__loop **out)
         return csql__error(CSQL_ERR_NOMEM, "out of memory creating the csql event loop");
     }
     loop->key = key;
+    loop->idx = idx;
     loop->epfd = -1;
     loop->wakefd = -1;
     loop->members.next = loop->members.prev = &loop->members;
     loop->timers.next = loop->timers.prev = &loop->timers;
     atomic_init(&loop->stop_flag, false);
+    atomic_init(&loop->load, 0);
     pthread_mutex_init(&loop->mu, NULL);
     pthread_cond_init(&loop->cv, NULL);
 
@@ -452,13 +463,18 @@ static void reg_unlink(csql__loop *loop)
 
 int csql__loop_acquire(const void *key, csql__loop **out)
 {
+    return csql__loop_acquire_nth(key, 0, out);
+}
+
+int csql__loop_acquire_nth(const void *key, unsigned idx, csql__loop **out)
+{
     *out = NULL;
     csql__loop *idle = NULL; /* idle loops of other keys, joined after unlocking */
     pthread_mutex_lock(&g_reg_mu);
     csql__loop *found = NULL;
     for (csql__loop *l = g_reg_head, *next; l != NULL; l = next) {
         next = l->reg_next;
-        if (l->key == key) {
+        if (l->key == key && l->idx == idx) {
             found = l;
         } else if (l->refs == 0 && !csql__loop_in_thread(l)) {
             reg_unlink(l);
@@ -469,7 +485,7 @@ int csql__loop_acquire(const void *key, csql__loop **out)
     int rc = CSQL_OK;
     if (found == NULL) {
         csql__loop *fresh = NULL;
-        rc = loop_start(key, &fresh);
+        rc = loop_start(key, idx, &fresh);
         if (rc == CSQL_OK && fresh != NULL) {
             fresh->linked = true;
             fresh->reg_next = g_reg_head;
@@ -517,20 +533,34 @@ void csql__loop_release(csql__loop *loop)
 
 void csql__loop_reap(const void *key, bool force)
 {
-    csql__loop *victim = NULL;
+    /*
+     * Every loop of the key; the extra loops (idx > 0) first, so that what
+     * their members post to loop 0 while closing still finds it running.
+     */
+    csql__loop *victims = NULL;
     pthread_mutex_lock(&g_reg_mu);
-    for (csql__loop *l = g_reg_head; l != NULL; l = l->reg_next) {
+    for (csql__loop *l = g_reg_head, *next; l != NULL; l = next) {
+        next = l->reg_next;
         if (l->key == key && (l->refs == 0 || force)) {
-            victim = l;
-            break;
+            reg_unlink(l);
+            if (l->idx == 0) {
+                csql__loop **pp = &victims; /* loop 0 goes last */
+                while (*pp != NULL) {
+                    pp = &(*pp)->reg_next;
+                }
+                l->reg_next = NULL;
+                *pp = l;
+            } else {
+                l->reg_next = victims;
+                victims = l;
+            }
         }
     }
-    if (victim != NULL) {
-        reg_unlink(victim);
-    }
     pthread_mutex_unlock(&g_reg_mu);
-    if (victim != NULL) {
-        loop_stop(victim);
+    while (victims != NULL) {
+        csql__loop *l = victims;
+        victims = l->reg_next;
+        loop_stop(l);
     }
 }
 
@@ -603,6 +633,30 @@ int csql__loop_call(csql__loop *loop, void (*fn)(void *), void *arg)
     }
     pthread_mutex_unlock(&loop->mu);
     return CSQL_OK;
+}
+
+int csql__loop_post(csql__loop *loop, csql__loop_task *task)
+{
+    pthread_mutex_lock(&loop->mu);
+    if (loop->stopping) {
+        pthread_mutex_unlock(&loop->mu);
+        return csql__error(CSQL_ERR_CLOSED, "the csql event loop is stopping");
+    }
+    task->queued = true;
+    task_append(&loop->posted_head, &loop->posted_tail, task);
+    pthread_mutex_unlock(&loop->mu);
+    wake(loop);
+    return CSQL_OK;
+}
+
+void csql__loop_load_add(csql__loop *loop, int delta)
+{
+    atomic_fetch_add_explicit(&loop->load, delta, memory_order_relaxed);
+}
+
+int csql__loop_load(const csql__loop *loop)
+{
+    return atomic_load_explicit(&loop->load, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------ */

@@ -5,8 +5,12 @@
  * a connection accepted by an endpoint). Everything registered with the loop
  * is touched only on the loop thread.
  *
+ * A key (a dialer) may have several loops, numbered from 0
+ * (csql_config_set_event_loops): loop 0 runs the listeners, the blocking-job
+ * workers and the dialer's background jobs; every loop forwards connections.
+ *
  * Lifetime: a loop is shared by reference (csql__loop_acquire / _release,
- * one loop per key, the key being a dialer). The thread that drops the last
+ * one loop per key and number, the key being a dialer). The thread that drops the last
  * reference stops and joins the loop, unless it is the loop thread itself:
  * then the loop idles (blocked in epoll_wait, no CPU) until a later acquire
  * reuses it or csql__loop_reap() joins it.
@@ -69,14 +73,16 @@ typedef struct csql__loop_job {
 
 /* ---- lifetime ---- */
 
-/* The loop for `key` (created and started if needed), with one more reference. */
+/* Loop 0 of `key` (created and started if needed), with one more reference. */
 int csql__loop_acquire(const void *key, csql__loop **out);
+/* Loop number idx of `key` (created and started if needed), with one more reference. */
+int csql__loop_acquire_nth(const void *key, unsigned idx, csql__loop **out);
 /* One more reference on a loop already held (any thread). */
 void csql__loop_ref(csql__loop *loop);
 /* Drop a reference (see the header comment for who joins). NULL is ignored. */
 void csql__loop_release(csql__loop *loop);
 /*
- * Stop and join the loop of `key` now if it has no references, or, with
+ * Stop and join the loops of `key` (every number; loop 0 last) now if it has no references, or, with
  * force, whatever it holds: every member is closed on the loop thread first.
  * For csql_dialer_free (the loop must not outlive the dialer it serves) and
  * for tests. Must not be called on a loop thread. A loop halted while
@@ -100,6 +106,16 @@ bool csql__loop_in_thread(const csql__loop *loop);
 int csql__loop_call(csql__loop *loop, void (*fn)(void *), void *arg);
 /* Queue a blocking job. CSQL_ERR_CLOSED if the loop is stopping. */
 int csql__loop_submit(csql__loop *loop, csql__loop_job *job);
+/*
+ * Run task on the loop thread soon, without waiting for it (the hand-off of
+ * work between loops). The task must not be queued already; it runs exactly
+ * once when this returns CSQL_OK (a loop that stops runs what was posted
+ * before it closes its members), never with CSQL_ERR_CLOSED.
+ */
+int csql__loop_post(csql__loop *loop, csql__loop_task *task);
+/* Connections assigned to a loop (kept by its users; to pick the least loaded). */
+void csql__loop_load_add(csql__loop *loop, int delta);
+int csql__loop_load(const csql__loop *loop);
 
 /* ---- loop thread only ---- */
 

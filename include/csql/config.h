@@ -132,6 +132,16 @@ CSQL_EXTERN int csql_config_set_tcp_keepalive_s(csql_config *cfg, uint32_t secon
 CSQL_EXTERN int csql_config_set_mdx(csql_config *cfg, int enabled);
 /* Server-side proxy port (default 3307). For emulators and tests. */
 CSQL_EXTERN int csql_config_set_server_port(csql_config *cfg, uint16_t port);
+/*
+ * Event loops (threads) forwarding the connections of this dialer's
+ * endpoints (csql/endpoint.h): each accepted connection is dialled and
+ * forwarded on the least loaded one. Default 1; 0 means one per online CPU;
+ * at most CSQL_EVENT_LOOPS_MAX. Loops start on first use. More loops help a
+ * process that forwards many busy connections (csql-proxy); a driver helper
+ * with a few connections needs one.
+ */
+#define CSQL_EVENT_LOOPS_MAX 64
+CSQL_EXTERN int csql_config_set_event_loops(csql_config *cfg, unsigned int n);
 /* Log callback and the most verbose level passed to it (default: no logging). */
 CSQL_EXTERN int csql_config_set_log(csql_config *cfg, csql_log_fn fn, void *userdata,
                                     csql_log_level max_level);

@@ -3,8 +3,8 @@
  * existing TLS socket (libpq, MariaDB Connector/C, FreeTDS). It listens on a
  * Unix socket or a loopback TCP port; each accepted connection is forwarded,
  * byte for byte, over a csql TLS connection to the instance by the dialer's
- * event loop (one thread per dialer, started on first use; no thread per
- * connection). Half-close works both ways; buffers are bounded per
+ * event loops (one thread by default, csql_config_set_event_loops for more;
+ * started on first use; no thread per connection). Half-close works both ways; buffers are bounded per
  * connection and direction (a slow reader slows the sender, it never grows
  * memory); an error on either side closes the other.
  *
@@ -62,7 +62,10 @@ typedef struct csql_endpoint_event {
  * Every connection gets ACCEPTED, then either nothing more (refused), or
  * DIALLED then CLOSED, or DIAL_FAILED. Runs on csql's event loop thread (or,
  * for connections cut short by csql_dialer_free, on its thread): it must not
- * block, nor call csql_endpoint_close. The event and its strings are valid
+ * block, nor call csql_endpoint_close. With several event loops
+ * (csql_config_set_event_loops), events of different connections may run at
+ * the same time on different threads; a connection's events after ACCEPTED
+ * all run on the one loop that forwards it. The event and its strings are valid
  * during the call only. The return value matters for ACCEPTED only.
  */
 typedef int (*csql_endpoint_event_fn)(const csql_endpoint_event *ev, void *userdata);

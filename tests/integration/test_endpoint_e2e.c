@@ -3,7 +3,8 @@
  * socket, csql's TLS dial, csql-emulator's server-side proxy, and an echo
  * backend. Half-close in both directions end to end, 64 MiB each way at once
  * with equal digests, a reader that stops reading (bounded memory), and a
- * backend that resets.
+ * backend that resets; and a dialer with two event loops spreading
+ * concurrent connections over both, real TLS dials included.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -93,18 +94,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static int wait_forwards_gone(int timeout_ms)
 {
     int64_t deadline = drv_now_ms() + timeout_ms;
@@ -123,7 +112,7 @@ static void test_half_close_end_to_end(void **state)
     (void)state;
     csql_endpoint *ep;
     assert_int_equal(csql_endpoint_open_unix(&ep, g_env.d, "p:r:echo", NULL, NULL), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     assert_true(c >= 0);
     assert_int_equal(tl_write_all(c, "last words", 10, 5000), 0);
     assert_int_equal(shutdown(c, SHUT_WR), 0);
@@ -163,7 +152,7 @@ static void test_bulk_both_ways_end_to_end(void **state)
     const size_t total = 64u << 20;
     uint8_t *data = malloc(total), *got = malloc(total);
     tl_fill(data, total, 99);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     writer w = {c, data, total, -1};
     pthread_t t;
     int64_t t0 = drv_now_ms();
@@ -192,7 +181,7 @@ static void test_slow_reader_bounded_end_to_end(void **state)
     o.buffer_size = 16384;
     csql_endpoint *ep;
     assert_int_equal(csql_endpoint_open_unix(&ep, g_env.d, "p:r:echo", NULL, &o), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     const size_t total = 32u << 20;
     uint8_t *data = malloc(total);
     tl_fill(data, total, 5);
@@ -243,18 +232,119 @@ static void test_backend_reset_end_to_end(void **state)
     csql_endpoint *ep;
     assert_int_equal(csql_endpoint_open_unix(&ep, g_env.d, "p:r:echo", NULL, NULL), 0);
     atomic_store(&g_mode, 1);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     assert_int_equal(tl_write_all(c, "hello?", 6, 5000), 0);
     assert_int_equal(tl_wait_eof(c, 10000, NULL), 0);
     close(c);
     atomic_store(&g_mode, 0);
     assert_int_equal(wait_forwards_gone(5000), 0);
-    c = connect_unix(csql_endpoint_path(ep));
+    c = tl_connect_unix(csql_endpoint_path(ep));
     char buf[8];
     assert_int_equal(tl_write_all(c, "again", 5, 5000), 0);
     assert_int_equal(tl_read_n(c, buf, 5, 10000), 5);
     close(c);
     csql_endpoint_close(ep);
+}
+
+/* Which threads dialled (DIALLED events), for the two-loop dialer. */
+typedef struct dial_threads {
+    pthread_mutex_t mu;
+    int n;
+    pthread_t t[16];
+    int closed;
+} dial_threads;
+
+static int on_dial_event(const csql_endpoint_event *ev, void *userdata)
+{
+    dial_threads *dt = userdata;
+    pthread_mutex_lock(&dt->mu);
+    if (ev->kind == CSQL_ENDPOINT_DIALLED && dt->n < 16) {
+        dt->t[dt->n++] = pthread_self();
+    } else if (ev->kind == CSQL_ENDPOINT_CLOSED && ev->error == NULL) {
+        dt->closed++;
+    }
+    pthread_mutex_unlock(&dt->mu);
+    return 0;
+}
+
+typedef struct round_trip {
+    const char *path;
+    uint64_t seed;
+    int ok;
+} round_trip;
+
+/* 8 MiB up and back with the writer on its own thread; digests equal; then EOF. */
+static void *round_trip_main(void *arg)
+{
+    round_trip *r = arg;
+    const size_t total = 8u << 20;
+    uint8_t *data = malloc(total), *got = malloc(total);
+    int c = tl_connect_unix(r->path);
+    if (data != NULL && got != NULL && c >= 0) {
+        tl_fill(data, total, r->seed);
+        writer w = {c, data, total, -1};
+        pthread_t t;
+        pthread_create(&t, NULL, writer_main, &w);
+        ssize_t n = tl_read_to_eof(c, got, total, 60000);
+        pthread_join(t, NULL);
+        r->ok = w.rc == 0 && n == (ssize_t)total &&
+                tl_fnv(TL_FNV_INIT, got, total) == tl_fnv(TL_FNV_INIT, data, total);
+    }
+    if (c >= 0) {
+        close(c);
+    }
+    free(data);
+    free(got);
+    return NULL;
+}
+
+static void test_two_event_loops_end_to_end(void **state)
+{
+    (void)state;
+    csql_config *cfg = NULL;
+    assert_int_equal(csql_config_new(&cfg), 0);
+    assert_int_equal(csql_config_set_admin_api_endpoint(cfg, g_env.em.url), 0);
+    assert_int_equal(csql_config_set_token(cfg, DRV_TOKEN), 0);
+    assert_int_equal(csql_config_set_event_loops(cfg, 2), 0);
+    csql_dialer *d = NULL;
+    assert_int_equal(csql_dialer_new(&d, cfg), 0);
+    csql_config_free(cfg);
+
+    dial_threads dt = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    csql_endpoint_options o = CSQL_ENDPOINT_OPTIONS_INIT;
+    o.on_event = on_dial_event;
+    o.userdata = &dt;
+    csql_endpoint *ep;
+    assert_int_equal(csql_endpoint_open_unix(&ep, d, "p:r:echo", NULL, &o), 0);
+    pthread_t th[4];
+    round_trip rt[4];
+    for (int i = 0; i < 4; i++) {
+        rt[i] = (round_trip){.path = csql_endpoint_path(ep), .seed = 7 + (uint64_t)i};
+        pthread_create(&th[i], NULL, round_trip_main, &rt[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(rt[i].ok);
+    }
+    assert_int_equal(wait_forwards_gone(5000), 0);
+    pthread_mutex_lock(&dt.mu);
+    assert_int_equal(dt.n, 4);
+    assert_int_equal(dt.closed, 4);
+    int distinct = 0;
+    pthread_t uniq[16];
+    for (int i = 0; i < dt.n; i++) {
+        int k = 0;
+        while (k < distinct && !pthread_equal(uniq[k], dt.t[i])) {
+            k++;
+        }
+        if (k == distinct) {
+            uniq[distinct++] = dt.t[i];
+        }
+    }
+    pthread_mutex_unlock(&dt.mu);
+    assert_int_equal(distinct, 2); /* both loops dialled and forwarded */
+    csql_endpoint_close(ep);
+    csql_dialer_free(d);
 }
 
 int main(void)
@@ -264,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_bulk_both_ways_end_to_end),
         cmocka_unit_test(test_slow_reader_bounded_end_to_end),
         cmocka_unit_test(test_backend_reset_end_to_end),
+        cmocka_unit_test(test_two_event_loops_end_to_end),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

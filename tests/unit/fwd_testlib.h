@@ -38,6 +38,10 @@ void tl_fill(uint8_t *buf, size_t n, uint64_t seed);
 uint64_t tl_fnv(uint64_t h, const void *buf, size_t n);
 #define TL_FNV_INIT 1469598103934665603ULL
 
+/* Clients of an endpoint: a connected socket, or -1 with errno set. */
+int tl_connect_unix(const char *path);
+int tl_connect_tcp(uint16_t port); /* 127.0.0.1 */
+
 int64_t tl_now_ms(void);
 /* Resident set size of this process in KiB (from /proc/self/status). */
 long tl_rss_kib(void);

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <unistd.h>
 
 #include "config_internal.h"
 #include "csql/config.h"
@@ -108,6 +109,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->tcp_keepalive_s, 30);
     assert_true(cfg->mdx);
     assert_int_equal(cfg->server_port, 3307);
+    assert_int_equal(cfg->event_loops, 1);
     assert_null(cfg->log_fn);
     assert_int_equal(csql_config_new(NULL), CSQL_ERR_INVALID_ARGUMENT);
     csql_config_free(NULL);
@@ -137,6 +139,7 @@ static void test_null_config_everywhere(void **state)
     assert_int_equal(csql_config_set_tcp_keepalive_s(NULL, 1), inval);
     assert_int_equal(csql_config_set_mdx(NULL, 1), inval);
     assert_int_equal(csql_config_set_server_port(NULL, 1), inval);
+    assert_int_equal(csql_config_set_event_loops(NULL, 1), inval);
     assert_int_equal(csql_config_set_log(NULL, dummy_log, NULL, CSQL_LOG_INFO), inval);
     assert_int_equal(csql_config_set_refresh_callback(NULL, NULL, NULL), inval);
     assert_int_equal(csql_error_last()->category, CSQL_CAT_USAGE);
@@ -205,6 +208,10 @@ static void test_strategy_keepalive_port_log(void **state)
     assert_int_equal(csql_config_set_server_port(cfg, 13307), 0);
     assert_int_equal(cfg->server_port, 13307);
     expect_bad(csql_config_set_server_port(cfg, 0), "server_port", "0");
+    assert_int_equal(csql_config_set_event_loops(cfg, 4), 0);
+    assert_int_equal(cfg->event_loops, 4);
+    expect_bad(csql_config_set_event_loops(cfg, CSQL_EVENT_LOOPS_MAX + 1), "event_loops", "65");
+    assert_int_equal(cfg->event_loops, 4);
     int ud = 0;
     assert_int_equal(csql_config_set_log(cfg, dummy_log, &ud, CSQL_LOG_DEBUG), 0);
     assert_ptr_equal(cfg->log_fn, dummy_log);
@@ -586,9 +593,22 @@ static void test_resolve_defaults(void **state)
     assert_string_equal(cfg->universe_domain, "googleapis.com");
     assert_string_equal(cfg->admin_api_endpoint, "https://sqladmin.googleapis.com");
     assert_string_equal(cfg->iam_credentials_endpoint, "https://iamcredentials.googleapis.com");
+    assert_int_equal(cfg->event_loops, 1);
     /* Idempotent. */
     assert_int_equal(csql__config_resolve(cfg), 0);
     assert_string_equal(cfg->admin_api_endpoint, "https://sqladmin.googleapis.com");
+}
+
+/* event_loops 0 becomes one loop per online CPU in the dialer's copy. */
+static void test_resolve_event_loops_per_cpu(void **state)
+{
+    csql_config *cfg = *state;
+    assert_int_equal(csql_config_set_event_loops(cfg, 0), 0);
+    assert_int_equal(cfg->event_loops, 0);
+    assert_int_equal(csql__config_resolve(cfg), 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_true(cpus >= 1);
+    assert_int_equal(cfg->event_loops, cpus > CSQL_EVENT_LOOPS_MAX ? CSQL_EVENT_LOOPS_MAX : cpus);
 }
 
 static void test_resolve_from_environment(void **state)
@@ -663,6 +683,7 @@ int main(void)
         T(test_rsa_key),
         T(test_copy_is_deep),
         T(test_resolve_defaults),
+        T(test_resolve_event_loops_per_cpu),
         T(test_resolve_from_environment),
         T(test_resolve_bad_environment),
     };

@@ -80,31 +80,7 @@ static int open_fake(csql_endpoint **ep, bool tcp, const char *dir, fake_dial *f
 
 /* ---------------- clients ---------------- */
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
 
-static int connect_tcp(uint16_t port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 static void expect_echo(int fd, const char *msg)
 {
@@ -189,7 +165,7 @@ static void test_private_dir_is_0700_and_removed(void **state)
     snprintf(saved_dir, sizeof(saved_dir), "%s", dir);
     snprintf(saved_path, sizeof(saved_path), "%s", path);
 
-    int c = connect_unix(path);
+    int c = tl_connect_unix(path);
     assert_true(c >= 0);
     expect_echo(c, "through the unix endpoint");
     close(c);
@@ -219,7 +195,7 @@ static void test_many_connections_over_dials(void **state)
     assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, NULL), 0);
     int c[20];
     for (int i = 0; i < 20; i++) {
-        c[i] = connect_unix(csql_endpoint_path(ep));
+        c[i] = tl_connect_unix(csql_endpoint_path(ep));
         assert_true(c[i] >= 0);
     }
     for (int i = 0; i < 20; i++) {
@@ -253,11 +229,11 @@ static void test_one_shot_accepts_exactly_one(void **state)
     char path[128], dir[128];
     snprintf(path, sizeof(path), "%s", csql_endpoint_path(ep));
     snprintf(dir, sizeof(dir), "%s", csql_endpoint_dir(ep));
-    int c = connect_unix(path);
+    int c = tl_connect_unix(path);
     assert_true(c >= 0);
     /* The socket and its directory go as soon as the one connection is accepted. */
     assert_int_equal(wait_until(path_gone, dir, 2000), 0);
-    assert_int_equal(connect_unix(path), -1);
+    assert_int_equal(tl_connect_unix(path), -1);
     expect_echo(c, "pre-dialled");
     csql_endpoint_close(ep);
     expect_echo(c, "still forwarding after close");
@@ -274,10 +250,10 @@ static void test_first_conn_then_fresh_dials(void **state)
     fake_dial fd = {0};
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, false, NULL, &fd, &first, false, NULL), 0);
-    int c1 = connect_unix(csql_endpoint_path(ep));
+    int c1 = tl_connect_unix(csql_endpoint_path(ep));
     expect_echo(c1, "first");
     assert_int_equal(atomic_load(&fd.calls), 0); /* served by the pre-dialled conn */
-    int c2 = connect_unix(csql_endpoint_path(ep)); /* e.g. libpq's cancel request */
+    int c2 = tl_connect_unix(csql_endpoint_path(ep)); /* e.g. libpq's cancel request */
     expect_echo(c2, "second");
     assert_int_equal(atomic_load(&fd.calls), 1);
     close(c1);
@@ -326,7 +302,7 @@ static void test_dial_failure_reported_and_local_closed(void **state)
     /* Unix: the driver sees EOF. */
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, &o), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
     close(c);
     csql__endpoint_stats st;
@@ -341,7 +317,7 @@ static void test_dial_failure_reported_and_local_closed(void **state)
 
     /* TCP: the driver sees a reset, so it cannot take it for a clean end. */
     assert_int_equal(open_fake(&ep, true, NULL, &fd, NULL, false, &o), 0);
-    c = connect_tcp(csql_endpoint_port(ep));
+    c = tl_connect_tcp(csql_endpoint_port(ep));
     assert_true(c >= 0);
     int reset = 0;
     assert_int_equal(tl_wait_eof(c, 5000, &reset), 0);
@@ -362,7 +338,7 @@ static void test_tcp_endpoint(void **state)
     assert_string_equal(csql_endpoint_address(ep), "127.0.0.1");
     assert_null(csql_endpoint_path(ep));
     assert_null(csql_endpoint_dir(ep));
-    int c = connect_tcp(csql_endpoint_port(ep));
+    int c = tl_connect_tcp(csql_endpoint_port(ep));
     expect_echo(c, "over loopback tcp");
     close(c);
     /* The port is taken while open. */
@@ -444,7 +420,7 @@ static void test_user_dir_and_stale_socket(void **state)
     /* A live one is not. */
     assert_int_equal(open_fake(&ep2, false, dir, &fd, NULL, false, &o), CSQL_ERR_IO);
     assert_non_null(strstr(csql_error_last()->message, "Address already in use"));
-    int c = connect_unix(path);
+    int c = tl_connect_unix(path);
     expect_echo(c, "user dir");
     close(c);
     csql_endpoint_close(ep);
@@ -460,11 +436,11 @@ static void test_max_connections_waits_in_backlog(void **state)
     o.max_connections = 2;
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, &o), 0);
-    int c1 = connect_unix(csql_endpoint_path(ep));
-    int c2 = connect_unix(csql_endpoint_path(ep));
+    int c1 = tl_connect_unix(csql_endpoint_path(ep));
+    int c2 = tl_connect_unix(csql_endpoint_path(ep));
     expect_echo(c1, "one");
     expect_echo(c2, "two");
-    int c3 = connect_unix(csql_endpoint_path(ep)); /* connects (backlog) but is not served */
+    int c3 = tl_connect_unix(csql_endpoint_path(ep)); /* connects (backlog) but is not served */
     assert_true(c3 >= 0);
     assert_int_equal(tl_write_all(c3, "three", 5, 2000), 0);
     char buf[8];
@@ -488,7 +464,7 @@ static void test_endpoint_backpressure_bounded(void **state)
     o.buffer_size = 16384;
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, false, NULL, NULL, &first, true, &o), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     /* The server floods; the driver does not read. */
     uint8_t chunk[65536];
     tl_fill(chunk, sizeof(chunk), 3);
@@ -523,7 +499,7 @@ static void test_thousand_connections_through_endpoint(void **state)
     assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, NULL), 0);
     int *c = calloc(N, sizeof(int));
     for (int i = 0; i < N; i++) {
-        c[i] = connect_unix(csql_endpoint_path(ep));
+        c[i] = tl_connect_unix(csql_endpoint_path(ep));
         assert_true(c[i] >= 0);
         char msg[32];
         int n = snprintf(msg, sizeof(msg), "m%04d", i);
@@ -555,7 +531,7 @@ static void test_endpoint_closed_after_forced_reap(void **state)
     csql__endpoint_params p = {.loop_key = &key, .dial = dial_to_echo, .dial_ctx = &fd};
     csql_endpoint *ep;
     assert_int_equal(csql__endpoint_open(&ep, &p), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     expect_echo(c, "before the reap");
     char path[128];
     snprintf(path, sizeof(path), "%s", csql_endpoint_path(ep));
@@ -618,7 +594,7 @@ static void test_connection_events(void **state)
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, true, NULL, &fd, NULL, false, &o), 0);
     /* #1: accepted, dialled, forwarded, closed with its byte counts. */
-    int c = connect_tcp(csql_endpoint_port(ep));
+    int c = tl_connect_tcp(csql_endpoint_port(ep));
     expect_echo(c, "12345");
     close(c);
     int64_t deadline = tl_now_ms() + 5000;
@@ -626,12 +602,12 @@ static void test_connection_events(void **state)
         usleep(2000);
     }
     /* #2: refused by the application: the client is closed, nothing else happens. */
-    c = connect_tcp(csql_endpoint_port(ep));
+    c = tl_connect_tcp(csql_endpoint_port(ep));
     assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
     close(c);
     /* #3: the dial fails: DIAL_FAILED is its last event. */
     fd.fail_code = CSQL_ERR_CONNECT;
-    c = connect_tcp(csql_endpoint_port(ep));
+    c = tl_connect_tcp(csql_endpoint_port(ep));
     assert_int_equal(tl_wait_eof(c, 5000, NULL), 0);
     close(c);
     csql_endpoint_close(ep);
@@ -667,7 +643,7 @@ static void test_options_version_1_has_no_events(void **state)
     o.userdata = &l;
     csql_endpoint *ep;
     assert_int_equal(open_fake(&ep, false, NULL, &fd, NULL, false, &o), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     expect_echo(c, "v1");
     close(c);
     csql_endpoint_close(ep);
@@ -693,7 +669,7 @@ static void test_open_fd_tcp_and_unix(void **state)
     assert_int_equal(csql__endpoint_open(&ep, &p), 0);
     assert_int_equal(csql_endpoint_port(ep), ntohs(sa.sin_port));
     assert_string_equal(csql_endpoint_address(ep), "127.0.0.1");
-    int c = connect_tcp(csql_endpoint_port(ep));
+    int c = tl_connect_tcp(csql_endpoint_port(ep));
     expect_echo(c, "adopted tcp");
     close(c);
     csql_endpoint_close(ep); /* closes l */
@@ -712,7 +688,7 @@ static void test_open_fd_tcp_and_unix(void **state)
     assert_int_equal(csql__endpoint_open(&ep, &p), 0);
     assert_string_equal(csql_endpoint_path(ep), path);
     assert_string_equal(csql_endpoint_dir(ep), dir);
-    c = connect_unix(path);
+    c = tl_connect_unix(path);
     expect_echo(c, "adopted unix");
     close(c);
     csql_endpoint_close(ep);
@@ -752,7 +728,7 @@ static void test_open_conn_with_real_conn(void **state)
     assert_int_equal(csql__conn_new(cfd, cssl, "p:r:i", count_tls_error, NULL, NULL, &conn), 0);
     csql_endpoint *ep;
     assert_int_equal(csql_endpoint_open_conn(&ep, conn, NULL, NULL), 0);
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     assert_true(c >= 0);
     assert_int_equal(tl_write_all(c, "startup", 7, 2000), 0);
     char buf[16];

@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "csql/config.h"
 #include "csql/errors.h"
 #include "endpoint_internal.h"
 #include "error.h"
@@ -49,17 +50,6 @@ static int dial_to_echo(void *ctx, csql__fwd_remote *out)
     return CSQL_OK;
 }
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 /* ---------------- opening, on the caller's thread ---------------- */
 
@@ -119,6 +109,7 @@ static void test_open_fails_cleanly(void **state)
 
 /* The public form: dial context (instance copy, options) and the endpoint. Never dials. */
 static csql_endpoint *g_tcp_ep;
+static csql_dialer *g_dialer;
 
 static int run_open_tcp(void *arg)
 {
@@ -127,7 +118,7 @@ static int run_open_tcp(void *arg)
     csql_endpoint_options o = CSQL_ENDPOINT_OPTIONS_INIT;
     o.dial = &dial;
     g_tcp_ep = NULL;
-    return csql_endpoint_open_tcp(&g_tcp_ep, (csql_dialer *)&g_key, "p:r:i", NULL, 0, &o);
+    return csql_endpoint_open_tcp(&g_tcp_ep, g_dialer, "p:r:i", NULL, 0, &o);
 }
 
 static void check_open_tcp(void *arg, int rc, int injected)
@@ -146,10 +137,20 @@ static void check_open_tcp(void *arg, int rc, int injected)
 static void test_public_open_fails_cleanly(void **state)
 {
     (void)state;
+    /* A real dialer (never contacted: nothing listens on port 9) with two event loops. */
+    csql_config *cfg = NULL;
+    assert_int_equal(csql_config_new(&cfg), 0);
+    assert_int_equal(csql_config_set_token(cfg, "not-a-real-token"), 0);
+    assert_int_equal(csql_config_set_admin_api_endpoint(cfg, "http://127.0.0.1:9"), 0);
+    assert_int_equal(csql_config_set_refresh_strategy(cfg, CSQL_REFRESH_LAZY), 0);
+    assert_int_equal(csql_config_set_event_loops(cfg, 2), 0);
+    assert_int_equal(csql_dialer_new(&g_dialer, cfg), 0);
+    csql_config_free(cfg);
     long n = csqlt_failalloc_each(run_open_tcp, check_open_tcp, NULL, MAX_RUNS);
     assert_true(n > 0);
     fprintf(stderr, "csql_endpoint_open_tcp: %ld allocations, each failed once\n", n);
-    csql__loop_reap(&g_key, false);
+    csql_dialer_free(g_dialer);
+    g_dialer = NULL;
 }
 
 /* ---------------- accepted connections, on the loop thread ---------------- */
@@ -180,7 +181,7 @@ static void test_loop_allocations_fail_one_connection_at_a_time(void **state)
     int failed_conns = 0;
     for (n = 0; n < MAX_RUNS; n++) {
         assert_int_equal(csql__loop_call(loop, arm_on_loop, &n), 0);
-        int c = connect_unix(csql_endpoint_path(ep));
+        int c = tl_connect_unix(csql_endpoint_path(ep));
         assert_true(c >= 0);
         char buf[8];
         int ok = tl_write_all(c, "ping", 4, 2000) == 0 && tl_read_n(c, buf, 4, 2000) == 4 &&
@@ -202,7 +203,7 @@ static void test_loop_allocations_fail_one_connection_at_a_time(void **state)
             n, failed_conns);
     assert_true(n > 0 && n < MAX_RUNS);
     /* The endpoint still serves. */
-    int c = connect_unix(csql_endpoint_path(ep));
+    int c = tl_connect_unix(csql_endpoint_path(ep));
     char buf[8];
     assert_int_equal(tl_write_all(c, "again", 5, 2000), 0);
     assert_int_equal(tl_read_n(c, buf, 5, 2000), 5);
