@@ -124,4 +124,6 @@ bad "config file key" 'unknown key "prot"' "$CSQL_PROXY" --config-file "$(printf
 bad "token conflict" '--token and --credentials-file cannot be used together' "$CSQL_PROXY" -t "$token" -c /x.json "$pg1"
 bad "bad endpoint" '--sqladmin-api-endpoint' "$CSQL_PROXY" -t "$token" --sqladmin-api-endpoint http://example.com "$pg1"
 bad "bad credentials file" 'credentials' "$CSQL_PROXY" -c /nonexistent.json "$pg1"
+bad "too many event loops" '--event-loops: 65 is out of range (0 = one per CPU, or 1..64)' "$CSQL_PROXY" -t "$token" --event-loops 65 "$pg1"
+bad "bad event loops in env" 'CSQL_PROXY_EVENT_LOOPS "two": not a non-negative integer' env CSQL_PROXY_EVENT_LOOPS=two "$CSQL_PROXY" "$pg1"
 csql_log "PASS: environment, JSON and TOML config, precedence, bad values, logs without secrets"

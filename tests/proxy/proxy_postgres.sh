@@ -26,7 +26,7 @@ csql_start_emulator --static-token "$token" --backend-source "$iam_src" \
 csql_tempdir sockets csql-proxy-sock
 
 proxy_start pg --token "$token" --sqladmin-api-endpoint "$EMU_URL" --address "$listen" \
-    --health-check --prometheus --http-address "$http_ip" \
+    --event-loops 2 --health-check --prometheus --http-address "$http_ip" \
     "$pg1" "$pg2" "$pg1?unix-socket=$sockets" "$pg1?auto-iam-authn=true&port=6432"
 proxy_wait_ready
 grep -q "\[$pg1\] Listening on $listen:5432" "$PROXY_LOG" || csql_die "pg1 not on $listen:5432"
@@ -62,6 +62,15 @@ csql_log "pgbench TCP (8 clients x 150 TPC-B): $(grep -E '^tps' <<<"$out" | head
 out=$(timeout 120 pgbench -n -S -C -c 4 -j 2 -t 100 "host=$sockets/$pg1 user=postgres dbname=postgres" 2>&1) || { echo "$out" >&2; csql_die "pgbench over the Unix socket failed"; }
 csql_expect_contains "pgbench Unix socket, a connection per transaction" "number of transactions actually processed: 400/400" "$out"
 csql_log "pgbench -C Unix socket (4 clients x 100, new connection each): $(grep -E '^tps' <<<"$out" | head -1)"
+
+# --event-loops 2: two forwarding threads, both used by the 8 pgbench clients.
+loops=$(cat /proc/"$PROXY_PID"/task/*/comm | grep -c '^csql-loop' || true)
+csql_expect "event loop threads (--event-loops 2)" 2 "$loops"
+for t in /proc/"$PROXY_PID"/task/*; do
+    [ "$(cat "$t/comm")" = csql-loop-1 ] && busy=$(awk '{print $14 + $15}' "$t/stat")
+done
+[ "${busy:-0}" -gt 0 ] || csql_die "the second event loop never ran (utime+stime ${busy:-none} ticks)"
+csql_log "second event loop: ${busy} ticks of CPU"
 
 # Health checks: started, alive, ready; none of them dials the instance.
 base=http://$http_ip:9090

@@ -120,6 +120,7 @@ static void test_defaults(void **state)
     assert_int_equal(o.http_port, 9090);
     assert_int_equal(o.admin_port, 9091);
     assert_true(o.max_connections == 0);
+    assert_true(o.event_loops == 0); /* one per CPU */
     assert_true(o.min_sigterm_delay_ms == 0 && o.max_sigterm_delay_ms == 0);
     assert_false(o.auto_iam_authn || o.private_ip || o.psc || o.auto_ip || o.lazy_refresh);
     assert_int_equal(o.n_instances, 1);
@@ -134,7 +135,8 @@ static void test_flag_syntax(void **state)
     /* long with space and '=', short with space, glued and '=', bool clusters, flags after args */
     assert_int_equal(parse(&o, "--port", "6000", "p:r:a", "--address=::1", "-il",
                            "--max-sigterm-delay", "1m30s", "g.com:p:r:b", "-t", "tok", "--login-token", "lt",
-                           "--lazy-refresh=false", "--quiet=true", "--max-connections=10"),
+                           "--lazy-refresh=false", "--quiet=true", "--max-connections=10",
+                           "--event-loops", "3"),
                      0);
     assert_int_equal(o.port, 6000);
     assert_string_equal(o.address, "::1");
@@ -143,6 +145,7 @@ static void test_flag_syntax(void **state)
     assert_false(o.lazy_refresh);
     assert_true(o.quiet);
     assert_true(o.max_connections == 10);
+    assert_true(o.event_loops == 3);
     assert_true(o.max_sigterm_delay_ms == 90000);
     assert_string_equal(o.token, "tok");
     assert_int_equal(o.n_instances, 2);

@@ -40,6 +40,15 @@ int proxy_dialer_config(const proxy_opts *o, csql_config **out, char *err, size_
         rc = check(csql_config_set_log(cfg, plog_csql, NULL, plog_max_level()), "logs", err,
                    errlen);
     }
+    if (rc == 0 && o->event_loops > CSQL_EVENT_LOOPS_MAX) {
+        snprintf(err, errlen, "--event-loops: %llu is out of range (0 = one per CPU, or 1..%d)",
+                 (unsigned long long)o->event_loops, CSQL_EVENT_LOOPS_MAX);
+        rc = -1;
+    }
+    if (rc == 0) {
+        rc = check(csql_config_set_event_loops(cfg, (unsigned)o->event_loops), "--event-loops",
+                   err, errlen);
+    }
     if (rc == 0 && o->lazy_refresh) {
         rc = check(csql_config_set_refresh_strategy(cfg, CSQL_REFRESH_LAZY), "--lazy-refresh", err,
                    errlen);

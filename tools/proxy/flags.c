@@ -33,6 +33,10 @@ static const flag_def run_flags[] = {
      "At most N connections open at once over all instances; more are refused at once. 0: no "
      "limit.",
      0, NULL},
+    {"event-loops", 0, FT_UINT64, OFF(event_loops), "0", "N",
+     "Event loop threads forwarding connections (csql-proxy's own flag); each new connection "
+     "goes to the least loaded. 0: one per CPU. At most 64.",
+     0, NULL},
     {"run-connection-test", 0, FT_BOOL, OFF(run_connection_test), NULL, NULL,
      "Connect to every instance once at startup; exit 1 if one fails.", 0, NULL},
     {"skip-failed-instance-config", 0, FT_BOOL, OFF(skip_failed_instance_config), NULL, NULL,

@@ -52,6 +52,7 @@ typedef struct proxy_opts {
 
     /* connections and shutdown */
     uint64_t max_connections;
+    uint64_t event_loops;      /* 0: one per CPU */
     uint64_t min_sigterm_delay_ms;
     uint64_t max_sigterm_delay_ms;
     bool exit_zero_on_sigterm;
