@@ -16,8 +16,8 @@ PACKAGES=(
     postgresql postgresql-contrib postgresql-client mariadb-server mariadb-client
     # Google's reference clients and test tools
     cloudsql-proxy nodejs curl openssl procps iproute2 faketime jq util-linux
-    # benchmark plots (bench/run.sh)
-    gnuplot-nox
+    # benchmark plots and the stunnel peer (bench/run.sh); profilers (docs/benchmarks)
+    gnuplot-nox stunnel4 linux-perf valgrind
 )
 
 missing=()
