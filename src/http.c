@@ -27,6 +27,7 @@
 #define URL_SHOWN_MAX 512
 #define RETRY_AFTER_MAX_S (24L * 3600) /* a longer wait is as good as "never" for us */
 #define MULTI_POLL_MS 1000
+#define CANCEL_POLL_MS 100
 #define MULTI_GRACE_MS 5000 /* curl enforces each timeout; this only bounds our own loop */
 
 typedef struct transfer {
@@ -271,6 +272,18 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* Progress callback of a cancellable request: non-zero aborts it (CURLE_ABORTED_BY_CALLBACK). */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    const transfer *t = userdata;
+    return atomic_load(t->req->cancel) ? 1 : 0;
+}
+
 /* ---------------- setup and outcome ---------------- */
 
 static int setup(transfer *t)
@@ -334,6 +347,11 @@ static int setup(transfer *t)
     SET(CURLOPT_HTTPHEADER, t->headers);
     SET(CURLOPT_USERAGENT, "csql/" CSQL_VERSION_STRING);
     SET(CURLOPT_ACCEPT_ENCODING, ""); /* the bound applies to decoded bytes */
+    if (req->cancel != NULL) {
+        SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+        SET(CURLOPT_XFERINFODATA, t);
+        SET(CURLOPT_NOPROGRESS, 0L);
+    }
     if (req->no_proxy || host_is_loopback(t->host)) {
         /* A proxy's loopback (or metadata server) is not ours; other hosts keep env proxies. */
         SET(CURLOPT_NOPROXY, "*");
@@ -391,6 +409,9 @@ static int outcome(transfer *t, CURLcode cc)
         return csql__error(CSQL_ERR_NOMEM, "out of memory talking to %s", t->host);
     case CURLE_WRITE_ERROR:
         return csql__error(CSQL_ERR_NOMEM, "out of memory reading the response from %s", t->host);
+    case CURLE_ABORTED_BY_CALLBACK:
+        return csql__error(CSQL_ERR_CLOSED, "request to %s cancelled: the dialer is closing",
+                           t->host);
     default:
         return csql__error(CSQL_ERR_IO, "request to %s failed: %s", t->host, detail);
     }
@@ -466,11 +487,18 @@ static int64_t latest_deadline(const transfer *ts, size_t n)
 static int run_multi(CURLM *m, transfer *ts, CURLcode *codes, bool *done, size_t n)
 {
     int64_t stop_at = latest_deadline(ts, n);
+    /* A cancellable request is looked at every CANCEL_POLL_MS (its progress callback runs then). */
+    int poll_ms = MULTI_POLL_MS;
+    for (size_t i = 0; i < n; i++) {
+        if (ts[i].easy != NULL && ts[i].req->cancel != NULL) {
+            poll_ms = CANCEL_POLL_MS;
+        }
+    }
     int running = 1;
     while (running > 0) {
         CURLMcode mc = curl_multi_perform(m, &running);
         if (mc == CURLM_OK && running > 0) {
-            mc = curl_multi_poll(m, NULL, 0, MULTI_POLL_MS, NULL);
+            mc = curl_multi_poll(m, NULL, 0, poll_ms, NULL);
         }
         if (mc != CURLM_OK) {
             return csql__error(CSQL_ERR_INTERNAL, "libcurl multi failed: %s",

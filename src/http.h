@@ -5,6 +5,7 @@
 #ifndef CSQL_SRC_HTTP_H
 #define CSQL_SRC_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,8 @@ typedef struct csql__http_request {
     int64_t deadline_ms;         /* monotonic (csql__mono_ms) */
     int allow_plain_http;        /* 1: http:// to any host (GCE metadata); else loopback only */
     int no_proxy;                /* 1: never via a proxy from the environment (metadata server) */
+    const atomic_bool *cancel;   /* or NULL; when it becomes true the request ends (within ~100 ms
+                                    with csql__http_perform_many, ~1 s alone) with CSQL_ERR_CLOSED */
 } csql__http_request;
 
 typedef struct csql__http_response {
@@ -31,7 +34,7 @@ typedef struct csql__http_response {
 
 /*
  * Perform one request. Returns 0 when an HTTP response arrived (any status),
- * else CSQL_ERR_TIMEOUT, CSQL_ERR_DNS, CSQL_ERR_CONNECT, CSQL_ERR_IO,
+ * else CSQL_ERR_TIMEOUT, CSQL_ERR_DNS, CSQL_ERR_CONNECT, CSQL_ERR_IO, CSQL_ERR_CLOSED (cancelled),
  * CSQL_ERR_BAD_CONFIG (URL refused), CSQL_ERR_API_RESPONSE (response too
  * large) with a message naming the URL's host (never a token).
  */

@@ -254,6 +254,7 @@ static int build_requests(refresh_run *r, const char *pub_pem)
         q->url = r->urls[i];
         q->headers = r->headers;
         q->deadline_ms = r->deadline_ms;
+        q->cancel = r->cancel; /* a closing dialer ends the call in flight */
     }
     r->calls[CALL_CERT].req.body = r->body;
     r->calls[CALL_CERT].req.body_len = strlen(r->body);

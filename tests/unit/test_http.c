@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -566,6 +567,69 @@ static void test_perform_many_timeouts(void **state)
     csql__http_response_dispose(&resps[1]);
 }
 
+/* Set *flag after ms (another thread), as csql_dialer_close does to a refresh in flight. */
+typedef struct late_cancel {
+    atomic_bool *flag;
+    long ms;
+} late_cancel;
+
+static void *cancel_main(void *arg)
+{
+    late_cancel *lc = arg;
+    nap(lc->ms);
+    atomic_store(lc->flag, true);
+    return NULL;
+}
+
+/* A request in flight ends soon after its cancel flag is set, with CSQL_ERR_CLOSED. */
+static void test_cancel_in_flight(void **state)
+{
+    (void)state;
+    atomic_bool cancel = false;
+    csql__http_response resp;
+    csql__http_request r = get(url("/delay/5000"), 10000);
+    r.cancel = &cancel;
+    late_cancel lc = {&cancel, 200};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_main, &lc), 0);
+    int64_t t0 = csql__mono_ms();
+    assert_int_equal(csql__http_perform(&r, &resp), CSQL_ERR_CLOSED);
+    int64_t took = csql__mono_ms() - t0;
+    pthread_join(t, NULL);
+    assert_in_range(took, 150, 1600); /* libcurl looks at least once a second */
+    assert_msg_has("cancelled");
+    assert_msg_has("127.0.0.1");
+    csql__http_response_dispose(&resp);
+
+    /* Two at once (the refresh's pair): within the 100 ms polling slice. */
+    atomic_store(&cancel, false);
+    char u0[128], u1[128];
+    snprintf(u0, sizeof(u0), "http://127.0.0.1:%d/delay/5000", g_srv.port);
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%d/delay/5000", g_srv.port);
+    csql__http_request reqs[2] = {get(u0, 10000), get(u1, 10000)};
+    reqs[0].cancel = reqs[1].cancel = &cancel;
+    csql__http_response resps[2];
+    int rcs[2];
+    assert_int_equal(pthread_create(&t, NULL, cancel_main, &lc), 0);
+    t0 = csql__mono_ms();
+    assert_int_equal(csql__http_perform_many(reqs, resps, rcs, 2), CSQL_ERR_CLOSED);
+    took = csql__mono_ms() - t0;
+    pthread_join(t, NULL);
+    assert_in_range(took, 150, 1000);
+    assert_int_equal(rcs[0], CSQL_ERR_CLOSED);
+    assert_int_equal(rcs[1], CSQL_ERR_CLOSED);
+    csql__http_response_dispose(&resps[0]);
+    csql__http_response_dispose(&resps[1]);
+
+    /* A flag that stays false changes nothing. */
+    atomic_store(&cancel, false);
+    r = get(url("/status/200"), 5000);
+    r.cancel = &cancel;
+    assert_int_equal(csql__http_perform(&r, &resp), CSQL_OK);
+    assert_int_equal(resp.status, 200);
+    csql__http_response_dispose(&resp);
+}
+
 static void test_env_proxy(void **state)
 {
     (void)state;
@@ -653,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_perform_many_concurrent),
         cmocka_unit_test(test_perform_many_mixed),
         cmocka_unit_test(test_perform_many_timeouts),
+        cmocka_unit_test(test_cancel_in_flight),
         cmocka_unit_test(test_env_proxy),
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_threads),
