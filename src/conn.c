@@ -41,6 +41,8 @@ struct csql_conn {
     bool write_shut;            /* csql_conn_shutdown done (under lock) */
     int failed;                 /* first fatal error code, 0 if none (under lock) */
     atomic_bool tls_error_reported;
+    atomic_bool aborted;        /* csql_conn_abort (any thread) */
+    atomic_uint timeout_ms;     /* csql_conn_set_timeout; 0: wait for ever */
     csql__conn_tls_error_fn on_tls_error;
     csql__conn_release_fn release;
     void *userdata;
@@ -81,6 +83,8 @@ int csql__conn_new(int fd, SSL *ssl, const char *instance, csql__conn_tls_error_
     c->release = release;
     c->userdata = userdata;
     atomic_init(&c->tls_error_reported, false);
+    atomic_init(&c->aborted, false);
+    atomic_init(&c->timeout_ms, 0);
     /* Partial writes let a writer return after one record; the buffer may move between retries. */
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -125,6 +129,51 @@ static int wait_cross_read(int fd)
     struct timespec pause = {0, 1000000};
     nanosleep(&pause, NULL);
     return 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The deadline of one read or write call (monotonic ms), or -1 without a timeout. */
+static int64_t call_deadline(const csql_conn *c)
+{
+    unsigned t = atomic_load(&c->timeout_ms);
+    return t == 0 ? -1 : mono_ms() + (int64_t)t;
+}
+
+/* What to pass to poll: the time left before the deadline, at most cap (cap < 0: none). */
+static int poll_budget(int64_t deadline, int cap)
+{
+    if (deadline < 0) {
+        return cap;
+    }
+    int64_t left = deadline - mono_ms();
+    if (left < 0) {
+        left = 0;
+    }
+    return (cap >= 0 && left > cap) ? cap : (int)left;
+}
+
+static bool past(int64_t deadline)
+{
+    return deadline >= 0 && mono_ms() >= deadline;
+}
+
+static int aborted_error(const csql_conn *c, const char *dir)
+{
+    return csql__error(CSQL_ERR_CLOSED, "%s instance %s: the connection was aborted", dir,
+                       c->instance);
+}
+
+static int timeout_error(const csql_conn *c, const char *dir, const char *what)
+{
+    return csql__error(CSQL_ERR_TIMEOUT, "%s instance %s: %s within %u ms (the connection stays "
+                                         "usable)",
+                       dir, c->instance, what, atomic_load(&c->timeout_ms));
 }
 
 static void report_tls_error(csql_conn *c)
@@ -180,8 +229,12 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
     if (len > INT_MAX) {
         len = INT_MAX;
     }
+    int64_t deadline = call_deadline(c);
     /* Each round either returns or waits on the socket: no busy loop. */
     for (;;) {
+        if (atomic_load(&c->aborted)) {
+            return aborted_error(c, "read from");
+        }
         pthread_mutex_lock(c->lock);
         if (c->failed) {
             int rc = failed_earlier(c, "read from");
@@ -196,6 +249,12 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
         if (r == 1) {
             pthread_mutex_unlock(c->lock);
             return (ssize_t)n;
+        }
+        if (atomic_load(&c->aborted)) {
+            /* The end of stream or failure an abort causes is not the server's doing. */
+            ERR_clear_error();
+            pthread_mutex_unlock(c->lock);
+            return aborted_error(c, "read from");
         }
         if (err == SSL_ERROR_ZERO_RETURN) {
             /* close_notify, or a clean TCP EOF (SSL_OP_IGNORE_UNEXPECTED_EOF). */
@@ -213,8 +272,12 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
             return rc;
         }
         pthread_mutex_unlock(c->lock);
-        int w = err == SSL_ERROR_WANT_READ ? wait_fd(c->fd, POLLIN, -1)
-                                           : wait_fd(c->fd, POLLOUT, CROSS_WAIT_MS);
+        if (past(deadline)) {
+            return timeout_error(c, "read from", "no data");
+        }
+        int w = err == SSL_ERROR_WANT_READ
+                    ? wait_fd(c->fd, POLLIN, poll_budget(deadline, -1))
+                    : wait_fd(c->fd, POLLOUT, poll_budget(deadline, CROSS_WAIT_MS));
         if (w < 0) {
             return csql__error(CSQL_ERR_IO, "read from instance %s: poll failed: %s",
                                c->instance, strerror(errno));
@@ -234,7 +297,11 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
     if (len > INT_MAX) {
         len = INT_MAX;
     }
+    int64_t deadline = call_deadline(c);
     for (;;) {
+        if (atomic_load(&c->aborted)) {
+            return aborted_error(c, "write to");
+        }
         pthread_mutex_lock(c->lock);
         if (c->failed) {
             int rc = failed_earlier(c, "write to");
@@ -256,6 +323,11 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
             pthread_mutex_unlock(c->lock);
             return (ssize_t)n;
         }
+        if (atomic_load(&c->aborted)) {
+            ERR_clear_error();
+            pthread_mutex_unlock(c->lock);
+            return aborted_error(c, "write to");
+        }
         if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
             bool tls_error;
             int rc = io_failure(c, err, sys_errno, "write to", &tls_error);
@@ -266,7 +338,10 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
             return rc;
         }
         pthread_mutex_unlock(c->lock);
-        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
+        if (past(deadline)) {
+            return timeout_error(c, "write to", "no room to send");
+        }
+        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, poll_budget(deadline, -1))
                                             : wait_cross_read(c->fd);
         if (w < 0) {
             return csql__error(CSQL_ERR_IO, "write to instance %s: poll failed: %s", c->instance,
@@ -300,6 +375,9 @@ int csql_conn_shutdown(csql_conn *c)
         return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_conn_shutdown: connection is NULL");
     }
     for (;;) {
+        if (atomic_load(&c->aborted)) {
+            return aborted_error(c, "shutdown of");
+        }
         pthread_mutex_lock(c->lock);
         if (c->failed) {
             int rc = failed_earlier(c, "shutdown of");
@@ -358,7 +436,7 @@ void csql_conn_close(csql_conn *c)
         return;
     }
     pthread_mutex_lock(c->lock);
-    if (!c->failed && !c->write_shut && SSL_is_init_finished(c->ssl)) {
+    if (!c->failed && !c->write_shut && !atomic_load(&c->aborted) && SSL_is_init_finished(c->ssl)) {
         /* Best effort close_notify: the socket is non-blocking, so this never waits. */
         (void)SSL_shutdown(c->ssl);
     }
@@ -373,6 +451,29 @@ void csql_conn_close(csql_conn *c)
     }
     free(c->instance);
     free(c);
+}
+
+void csql_conn_abort(csql_conn *c)
+{
+    if (c == NULL || atomic_exchange(&c->aborted, true)) {
+        return;
+    }
+    /* Wakes every poll on the socket (POLLHUP); no lock: a waiter never holds it. */
+    (void)shutdown(c->fd, SHUT_RDWR);
+}
+
+int csql_conn_set_timeout(csql_conn *c, unsigned int timeout_ms)
+{
+    if (c == NULL) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_conn_set_timeout: connection is NULL");
+    }
+    if (timeout_ms > CSQL_CONN_TIMEOUT_MAX_MS) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_conn_set_timeout: %u ms is over the maximum of %u ms", timeout_ms,
+                           (unsigned)CSQL_CONN_TIMEOUT_MAX_MS);
+    }
+    atomic_store(&c->timeout_ms, timeout_ms);
+    return CSQL_OK;
 }
 
 int csql_conn_fd(const csql_conn *c)

@@ -27,6 +27,9 @@ struct ssl_st; /* OpenSSL's SSL */
  *                    e.g. the server refused the client certificate);
  *   CSQL_ERR_IO      the socket failed (connection reset);
  *   CSQL_ERR_INVALID_ARGUMENT  c or buf is NULL, or len is 0.
+ *   CSQL_ERR_TIMEOUT nothing arrived within csql_conn_set_timeout's time (not
+ *                    final: the connection stays usable);
+ *   CSQL_ERR_CLOSED  csql_conn_abort was called (final).
  * End of stream is not an error: reading again returns 0 again, and writing
  * still works (the server may keep reading after its own half-close). An
  * error is final: later reads and writes return the same code.
@@ -37,7 +40,9 @@ CSQL_EXTERN ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len);
  * Write up to len bytes. Blocks until at least one byte is written; may write
  * fewer than len (a partial write): the caller writes the rest. Returns the
  * number of bytes written (> 0; 0 only when len is 0) or a negative csql_err
- * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, or CSQL_ERR_CLOSED after csql_conn_shutdown).
+ * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, CSQL_ERR_CLOSED after csql_conn_shutdown or
+ * csql_conn_abort, CSQL_ERR_TIMEOUT when the server took nothing within
+ * csql_conn_set_timeout's time).
  * After a failure the bytes not reported as written were not delivered.
  */
 CSQL_EXTERN ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len);
@@ -52,6 +57,24 @@ CSQL_EXTERN int csql_conn_write_all(csql_conn *c, const void *buf, size_t len);
  * the writer thread (it is a write).
  */
 CSQL_EXTERN int csql_conn_shutdown(csql_conn *c);
+
+/*
+ * Abort from any thread: a read, write or shutdown blocked on the connection
+ * in another thread returns CSQL_ERR_CLOSED at once, and so does every later
+ * one (the socket is shut down both ways; no close_notify is sent). The
+ * connection must still be closed with csql_conn_close, once the other
+ * threads are done with it. Calling it again does nothing. NULL is ignored.
+ */
+CSQL_EXTERN void csql_conn_abort(csql_conn *c);
+
+/*
+ * Bound each csql_conn_read / csql_conn_write call: one that waited this long
+ * for the socket returns CSQL_ERR_TIMEOUT, and the connection stays usable
+ * (call again to go on waiting). 0 (the default) waits for ever; at most
+ * CSQL_CONN_TIMEOUT_MAX_MS. Any thread; applies to calls that start after it.
+ */
+#define CSQL_CONN_TIMEOUT_MAX_MS 86400000u
+CSQL_EXTERN int csql_conn_set_timeout(csql_conn *c, unsigned int timeout_ms);
 
 /*
  * Close the connection and free it: a best-effort close_notify (never waits),

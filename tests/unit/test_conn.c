@@ -1,8 +1,9 @@
 /*
  * conn.c over real dials to an in-test TLS server: bytes both ways at many
  * sizes, partial writes, half-close in both directions, EOF vs error
- * semantics, the TLS error callback, SIGPIPE safety, and one reader thread
- * with one writer thread at once (also run under TSan).
+ * semantics, the TLS error callback, SIGPIPE safety, one reader thread
+ * with one writer thread at once (also run under TSan), csql_conn_abort
+ * waking blocked readers and writers, and per-call timeouts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,8 +13,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -662,6 +665,160 @@ static void test_concurrent_reader_and_writer(void **state)
     close_client(&cl);
 }
 
+/* ---- abort and timeouts ---- */
+
+/* "hi", then (arg != NULL) "late" after *(int *)arg ms, then read until the client goes. */
+static void hold_handler(SSL *ssl, int fd, void *arg)
+{
+    (void)fd;
+    csqlt_ssl_write_all(ssl, "hi", 2);
+    if (arg != NULL) {
+        usleep((useconds_t)(*(int *)arg) * 1000);
+        csqlt_ssl_write_all(ssl, "late", 4);
+    }
+    char buf[256];
+    while (SSL_read(ssl, buf, sizeof(buf)) > 0) {
+    }
+}
+
+/* Never reads: the client's writes fill the socket buffers and block. */
+static void deaf_handler(SSL *ssl, int fd, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    (void)poll(&p, 1, 10000); /* until the client shuts down (or 10 s) */
+}
+
+typedef struct blocked_call {
+    csql_conn *c;
+    bool write;
+    ssize_t rc;
+    char msg[256];
+    int64_t returned_ms;
+} blocked_call;
+
+static void *blocked_main(void *arg)
+{
+    blocked_call *b = arg;
+    static char chunk[65536];
+    if (b->write) {
+        ssize_t n;
+        do {
+            n = csql_conn_write(b->c, chunk, sizeof(chunk));
+        } while (n > 0);
+        b->rc = n;
+    } else {
+        char buf[64];
+        b->rc = csql_conn_read(b->c, buf, sizeof(buf));
+    }
+    snprintf(b->msg, sizeof(b->msg), "%s", csql_error_last()->message);
+    b->returned_ms = csql__mono_ms();
+    return NULL;
+}
+
+static void abort_blocked(bool write)
+{
+    client cl;
+    csqlt_server_opts o = {.handler = write ? deaf_handler : hold_handler};
+    open_client(&cl, &o, 0);
+    char buf[16];
+    if (!write) {
+        assert_int_equal(read_exact(cl.c, buf, 2), 0);
+    }
+    blocked_call b = {.c = cl.c, .write = write};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, blocked_main, &b), 0);
+    usleep(300000); /* the call is blocked in poll by now */
+    int64_t t0 = csql__mono_ms();
+    csql_conn_abort(cl.c);
+    pthread_join(t, NULL);
+    assert_int_equal(b.rc, CSQL_ERR_CLOSED);
+    assert_non_null(strstr(b.msg, "aborted"));
+    assert_non_null(strstr(b.msg, "p:r:i"));
+    assert_true(b.returned_ms - t0 < 1000);
+    /* Final, for every call; abort again does nothing; not a TLS failure for the cache. */
+    assert_int_equal(csql_conn_read(cl.c, buf, sizeof(buf)), CSQL_ERR_CLOSED);
+    assert_int_equal(csql_conn_write(cl.c, "x", 1), CSQL_ERR_CLOSED);
+    assert_int_equal(csql_conn_shutdown(cl.c), CSQL_ERR_CLOSED);
+    csql_conn_abort(cl.c);
+    csql_conn_abort(NULL);
+    assert_int_equal(atomic_load(&cl.tls_errors), 0);
+    close_client(&cl);
+}
+
+static void test_abort_wakes_blocked_reader(void **state)
+{
+    (void)state;
+    abort_blocked(false);
+}
+
+static void test_abort_wakes_blocked_writer(void **state)
+{
+    (void)state;
+    abort_blocked(true);
+}
+
+static void test_read_timeout_then_data(void **state)
+{
+    (void)state;
+    client cl;
+    int late_ms = 700;
+    csqlt_server_opts o = {.handler = hold_handler, .arg = &late_ms};
+    open_client(&cl, &o, 0);
+    char buf[16];
+    assert_int_equal(read_exact(cl.c, buf, 2), 0);
+    assert_int_equal(csql_conn_set_timeout(cl.c, 200), 0);
+    int64_t t0 = csql__mono_ms();
+    assert_int_equal(csql_conn_read(cl.c, buf, sizeof(buf)), CSQL_ERR_TIMEOUT);
+    int64_t took = csql__mono_ms() - t0;
+    assert_in_range(took, 190, 650);
+    assert_non_null(strstr(csql_error_last()->message, "within 200 ms"));
+    assert_non_null(strstr(csql_error_last()->message, "p:r:i"));
+    /* Not final: waiting again (without a bound) gets the late bytes. */
+    assert_int_equal(csql_conn_set_timeout(cl.c, 0), 0);
+    assert_int_equal(read_exact(cl.c, buf, 4), 0);
+    assert_memory_equal(buf, "late", 4);
+    assert_int_equal(csql_conn_write(cl.c, "ok", 2), 2);
+    assert_int_equal(atomic_load(&cl.tls_errors), 0);
+    close_client(&cl);
+}
+
+static void test_write_timeout(void **state)
+{
+    (void)state;
+    client cl;
+    csqlt_server_opts o = {.handler = deaf_handler};
+    open_client(&cl, &o, 0);
+    assert_int_equal(csql_conn_set_timeout(cl.c, 300), 0);
+    static char chunk[65536];
+    ssize_t n;
+    size_t total = 0;
+    int64_t t0 = csql__mono_ms();
+    while ((n = csql_conn_write(cl.c, chunk, sizeof(chunk))) > 0 && total < (64u << 20)) {
+        total += (size_t)n;
+    }
+    assert_int_equal(n, CSQL_ERR_TIMEOUT);
+    assert_true(csql__mono_ms() - t0 < 5000);
+    assert_non_null(strstr(csql_error_last()->message, "no room to send"));
+    assert_true(total > 0);
+    close_client(&cl);
+}
+
+static void test_set_timeout_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(csql_conn_set_timeout(NULL, 10), CSQL_ERR_INVALID_ARGUMENT);
+    client cl;
+    csqlt_server_opts o = {.handler = hold_handler};
+    open_client(&cl, &o, 0);
+    assert_int_equal(csql_conn_set_timeout(cl.c, CSQL_CONN_TIMEOUT_MAX_MS + 1),
+                     CSQL_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(csql_error_last()->message, "maximum"));
+    assert_int_equal(csql_conn_set_timeout(cl.c, CSQL_CONN_TIMEOUT_MAX_MS), 0);
+    close_client(&cl);
+}
+
 static void test_mdx_then_data(void **state)
 {
     (void)state;
@@ -695,6 +852,11 @@ int main(void)
         cmocka_unit_test(test_new_failure_releases_everything),
         cmocka_unit_test(test_concurrent_reader_and_writer),
         cmocka_unit_test(test_mdx_then_data),
+        cmocka_unit_test(test_abort_wakes_blocked_reader),
+        cmocka_unit_test(test_abort_wakes_blocked_writer),
+        cmocka_unit_test(test_read_timeout_then_data),
+        cmocka_unit_test(test_write_timeout),
+        cmocka_unit_test(test_set_timeout_arguments),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
