@@ -10,6 +10,9 @@
 #   proxy_expect_exit PID CODE [SECS]   wait for PID to exit (default 15 s) and check its status
 #   proxy_http URL [METHOD]     print "STATUS BODY" of one request (curl, 10 s)
 #   proxy_metric TEXT NAME      print the value of the sample line NAME (exact, with labels)
+#   proxy_start_relay UPSTREAM RECORD [HEADERS]   start relay.py (a recording relay in front of
+#                               csql-emulator: method, path, the listed headers, JSON body, one
+#                               JSON line per request into RECORD); sets RELAY_URL; stopped at exit
 
 CSQL_PROXY=${CSQL_PROXY:-${CSQL_BUILD_DIR:-}/tools/proxy/csql-proxy}
 [ -x "$CSQL_PROXY" ] || csql_die "CSQL_PROXY must name the csql-proxy executable (got '$CSQL_PROXY')"
@@ -89,4 +92,16 @@ proxy_http() {
 
 proxy_metric() {
     awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print "missing" }' <<<"$1"
+}
+
+proxy_start_relay() {
+    local upstream=$1 record=$2 headers=${3:-} dir
+    csql_tempdir dir csql-proxy-relay
+    : >"$record"
+    /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/relay.py" "$upstream" "$record" "$headers" \
+        >"$dir/url" 2>"$dir/err" </dev/null &
+    csql_defer _csql_kill_quietly $!
+    csql_wait_file_line "$dir/url" 20 || { cat "$dir/err" >&2; csql_die "the recording relay did not start"; }
+    RELAY_URL=$(head -n1 "$dir/url")
+    csql_log "recording relay $RELAY_URL -> $upstream"
 }

@@ -11,8 +11,8 @@
 # again once IAM answers. Bad chains and endpoints: exit 1, one line.
 #
 # The emulator accepts delegates without recording them, so the proxy's IAM
-# requests go through a small recording relay (a Python tap in front of the
-# emulator: request path and JSON body only, never headers) to see them.
+# requests go through relay.py (a recording relay in front of the emulator:
+# request path and JSON body, no headers) to see them.
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
@@ -40,47 +40,9 @@ csql_start_emulator --backend-source "$iam_src" --write-credentials "$creds" \
     --instance "$pg1?version=POSTGRES_15&public-ip=$(csql_unique_ip 1)&backend=127.0.0.1:$CSQL_PG_PORT"
 csql_tempdir work csql-proxy-imp
 
-# ---- the recording relay: forwards every request to the emulator as is ----
-cat >"$work/relay.py" <<'PY'
-import http.server, json, sys, urllib.error, urllib.request
-upstream, record = sys.argv[1], sys.argv[2]
-class Tap(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        try:
-            shown = json.loads(body)
-        except ValueError:
-            shown = None
-        with open(record, "a") as f:
-            f.write(json.dumps({"path": self.path, "body": shown}) + "\n")
-        req = urllib.request.Request(upstream + self.path, data=body, method="POST")
-        for h in ("Authorization", "Content-Type", "Accept"):
-            if self.headers.get(h):
-                req.add_header(h, self.headers[h])
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                status, out, ctype = r.status, r.read(), r.headers.get("Content-Type")
-        except urllib.error.HTTPError as e:
-            status, out, ctype = e.code, e.read(), e.headers.get("Content-Type")
-        self.send_response(status)
-        self.send_header("Content-Type", ctype or "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def log_message(self, *args):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tap)
-print("http://127.0.0.1:%d" % srv.server_address[1], flush=True)
-srv.serve_forever()
-PY
 record=$work/iam-requests.jsonl
-: >"$record"
-/usr/bin/python3 "$work/relay.py" "$EMU_URL" "$record" >"$work/relay.url" 2>"$work/relay.err" &
-relay_pid=$!
-csql_defer _csql_kill_quietly "$relay_pid"
-csql_wait_file_line "$work/relay.url" 20 || { cat "$work/relay.err" >&2; csql_die "the relay did not start"; }
-relay=$(head -n1 "$work/relay.url")
-csql_log "IAM relay $relay -> $EMU_URL"
+proxy_start_relay "$EMU_URL" "$record"
+relay=$RELAY_URL
 
 export PGPASSWORD=$CSQL_PG_PASSWORD PGCONNECT_TIMEOUT=20
 q() { timeout 60 psql -X -At -v ON_ERROR_STOP=1 "host=$listen port=$1 user=${3:-postgres} dbname=postgres sslmode=disable" -c "$2"; }

@@ -38,7 +38,17 @@ typedef struct run_ctx {
     atomic_bool start_done;
     int start_rc; /* instances served, or -1 */
     char start_err[1024];
+    bool stopping_sent; /* STOPPING=1 went to NOTIFY_SOCKET */
 } run_ctx;
+
+/* STOPPING=1 once, however the process ends: a shutdown, a signal during startup, a failed start. */
+static void notify_stopping(run_ctx *r)
+{
+    if (!r->stopping_sent) {
+        r->stopping_sent = true;
+        proxy_sd_notify("STOPPING=1");
+    }
+}
 
 static int64_t now_ms(void)
 {
@@ -152,6 +162,7 @@ static int await_start(run_ctx *r, stop_reason *why)
             *why = ev > 0 ? reason_of(ev) : STOP_QUIT;
             plog_info("%s received during startup; stopping",
                       ev == SIGINT ? "SIGINT" : ev > 0 ? "SIGTERM" : "/quitquitquit");
+            notify_stopping(r);
             proxy_listeners_close_dialer(r->ls); /* makes a pending Admin API wait return */
             pthread_join(r->starter, NULL);
             r->starter_running = false;
@@ -162,7 +173,7 @@ static int await_start(run_ctx *r, stop_reason *why)
     r->starter_running = false;
     if (r->start_rc < 0) {
         /* Logged by proxy_run once the dialer is gone, so that it is the last line. */
-        proxy_sd_notify("STOPPING=1");
+        notify_stopping(r);
         return PROXY_EXIT_ERROR;
     }
     atomic_store(&r->st.phase, PHASE_SERVING);
@@ -226,7 +237,7 @@ static int serve(run_ctx *r)
             why = STOP_QUIT;
         }
     }
-    proxy_sd_notify("STOPPING=1");
+    notify_stopping(r);
     if (why == STOP_QUIT) {
         plog_info("/quitquitquit received request. Shutting down...");
     } else {
@@ -324,6 +335,7 @@ int proxy_run(const proxy_opts *o)
     }
     rc = serve(&r);
 out:
+    notify_stopping(&r);
     if (r.starter_running) {
         proxy_listeners_close_dialer(r.ls);
         pthread_join(r.starter, NULL);
