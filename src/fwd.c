@@ -229,6 +229,33 @@ static const char *tls_reason(char *buf, size_t len, int sslerr)
     return buf;
 }
 
+/*
+ * A TLS call on the server connection failed (not WANT_*). A socket failure
+ * (the server or the network dropped the connection: EPIPE, ECONNRESET) is
+ * CSQL_ERR_IO and says nothing about the certificate; only a TLS-level
+ * failure (an alert, a bad record) is reported to the cache as one, which
+ * drops the certificate and refreshes.
+ */
+static void remote_tls_failed(csql__fwd *f, int sslerr, int sys_errno, const char *what)
+{
+    if (sslerr == SSL_ERROR_ZERO_RETURN) {
+        /* Writing after the server's end of stream (close_notify, or a bare FIN taken as one). */
+        ERR_clear_error();
+        fail_remote(f, CSQL_ERR_IO, false, "server connection: %s failed: the server closed the "
+                                           "connection",
+                    what);
+        return;
+    }
+    if (sslerr == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        fail_remote(f, CSQL_ERR_IO, false, "server connection: %s failed: %s", what,
+                    sys_errno != 0 ? strerrordesc_np(sys_errno) : "connection closed unexpectedly");
+        return;
+    }
+    char why[160];
+    fail_remote(f, CSQL_ERR_TLS_IO, true, "server connection: TLS %s failed: %s", what,
+                tls_reason(why, sizeof(why), sslerr));
+}
+
 /* OpenSSL 3 reports a TCP FIN without close_notify as an error; we treat it as the end. */
 static bool is_unexpected_eof(int sslerr)
 {
@@ -300,15 +327,15 @@ static size_t step_remote_write(csql__fwd *f)
         put = (size_t)w;
     } else {
         ERR_clear_error();
+        errno = 0;
         if (SSL_write_ex(f->r.ssl, p, n, &put) != 1) {
-            char why[160];
+            int sys_errno = errno;
             int e = SSL_get_error(f->r.ssl, 0);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                 tls_blocked(f, e, &f->up_wants);
                 return 0;
             }
-            fail_remote(f, CSQL_ERR_TLS_IO, true, "server connection: TLS write failed: %s",
-                        tls_reason(why, sizeof(why), e));
+            remote_tls_failed(f, e, sys_errno, "write");
             return 0;
         }
     }
@@ -326,16 +353,16 @@ static size_t step_up_shutdown(csql__fwd *f)
     }
     if (f->r.ssl != NULL) {
         ERR_clear_error();
+        errno = 0;
         int rc = SSL_shutdown(f->r.ssl);
         if (rc < 0) {
+            int sys_errno = errno;
             int e = SSL_get_error(f->r.ssl, rc);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                 tls_blocked(f, e, &f->shut_wants);
                 return 0;
             }
-            char why[160];
-            fail_remote(f, CSQL_ERR_TLS_IO, true, "server connection: TLS close_notify failed: %s",
-                        tls_reason(why, sizeof(why), e));
+            remote_tls_failed(f, e, sys_errno, "close_notify");
             return 0;
         }
     }
@@ -379,7 +406,9 @@ static size_t step_remote_read(csql__fwd *f)
         got = (size_t)n;
     } else {
         ERR_clear_error();
+        errno = 0;
         if (SSL_read_ex(f->r.ssl, p, span, &got) != 1) {
+            int sys_errno = errno;
             int e = SSL_get_error(f->r.ssl, 0);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                 tls_blocked(f, e, &f->down_wants);
@@ -390,9 +419,7 @@ static size_t step_remote_read(csql__fwd *f)
                 f->r_eof = true;
                 return 1;
             }
-            char why[160];
-            fail_remote(f, CSQL_ERR_TLS_IO, true, "server connection: TLS read failed: %s",
-                        tls_reason(why, sizeof(why), e));
+            remote_tls_failed(f, e, sys_errno, "read");
             return 0;
         }
     }

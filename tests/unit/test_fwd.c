@@ -26,6 +26,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "conn_internal.h"
 #include "csql/errors.h"
 #include "fwd.h"
 #include "fwd_testlib.h"
@@ -655,6 +656,79 @@ static void test_tls_error_closes_local(void **state)
     pair_dispose(&p);
 }
 
+/* A TLS pair whose client side is a csql_conn (as the endpoint forwards it), counting TLS reports. */
+static void on_conn_tls_error(void *userdata)
+{
+    atomic_fetch_add((atomic_int *)userdata, 1);
+}
+
+static void tls_conn_pair(csql__loop *loop, pair_fx *p, atomic_int *tls_reports)
+{
+    memset(p, 0, sizeof(*p));
+    int a[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+    int cfd, sfd;
+    SSL *cssl, *sssl;
+    assert_int_equal(tl_tls_pair(&cfd, &cssl, &sfd, &sssl), 0);
+    csql_conn *conn = NULL;
+    assert_int_equal(csql__conn_new(cfd, cssl, "p:r:i", on_conn_tls_error, NULL, tls_reports, &conn),
+                     0);
+    p->app = a[0];
+    p->srv = sfd;
+    p->srv_ssl = sssl;
+    start_pair(loop, p, a[1], (csql__fwd_remote){.fd = cfd, .ssl = cssl, .conn = conn}, 0, false);
+}
+
+/* A bad record from the server is a TLS failure: reported, so the cache drops its certificate. */
+static void test_tls_failure_is_reported_to_the_cache(void **state)
+{
+    csql__loop *loop = *state;
+    atomic_int reports = 0;
+    pair_fx p;
+    tls_conn_pair(loop, &p, &reports);
+    char buf[16];
+    size_t w;
+    assert_int_equal(SSL_write_ex(p.srv_ssl, "ok", 2, &w), 1);
+    assert_int_equal(tl_read_n(p.app, buf, 2, 2000), 2);
+    assert_int_equal(tl_write_all(p.srv, "\x17\x03\x03\x00\x05garbage", 12, 2000), 0);
+    assert_int_equal(tl_wait_eof(p.app, 5000, NULL), 0);
+    assert_int_equal(wait_closed(&p, 5000), 0);
+    assert_int_equal(p.st.error, CSQL_ERR_TLS_IO);
+    assert_int_equal(atomic_load(&reports), 1);
+    pair_dispose(&p);
+}
+
+/*
+ * The server drops the connection (no close_notify; the next write fails
+ * with EPIPE): an I/O error, not a TLS one. The certificate is fine, so the
+ * cache is told nothing (tests/faults/connections.sh --strict-drops).
+ */
+static void test_server_drop_is_not_a_tls_failure(void **state)
+{
+    csql__loop *loop = *state;
+    atomic_int reports = 0;
+    pair_fx p;
+    tls_conn_pair(loop, &p, &reports);
+    char buf[16];
+    size_t w;
+    assert_int_equal(SSL_write_ex(p.srv_ssl, "ok", 2, &w), 1);
+    assert_int_equal(tl_read_n(p.app, buf, 2, 2000), 2);
+    SSL_free(p.srv_ssl);
+    p.srv_ssl = NULL;
+    close(p.srv);
+    p.srv = -1;
+    /* The driver keeps writing: the forwarder's TLS write meets the closed socket. */
+    static char chunk[4096];
+    for (int i = 0; i < 64 && tl_write_all(p.app, chunk, sizeof(chunk), 200) == 0; i++) {
+        usleep(5000);
+    }
+    assert_int_equal(wait_closed(&p, 5000), 0);
+    fprintf(stderr, "server drop: error %d: %s\n", p.st.error, p.st.message);
+    assert_true(p.st.error == CSQL_ERR_IO || p.st.error == 0);
+    assert_int_equal(atomic_load(&reports), 0);
+    pair_dispose(&p);
+}
+
 /* The loop stops under live connections (dialer freed): both sides are closed. */
 static void test_reap_aborts_live_connections(void **state)
 {
@@ -781,6 +855,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_bulk_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_key_update_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_error_closes_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_failure_is_reported_to_the_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_drop_is_not_a_tls_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loop_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_aborts_live_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_loop_is_reused_then_reaped, setup, teardown),
