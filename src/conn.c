@@ -203,7 +203,11 @@ static int io_failure(csql_conn *c, int ssl_err, int sys_errno, const char *dir,
     char what[600];
     snprintf(what, sizeof(what), "%s instance %s", dir, c->instance);
     *tls_error = false;
-    if (ssl_err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    if (ssl_err == SSL_ERROR_ZERO_RETURN) {
+        /* A write after the server's end of stream: the server went, the certificate is fine. */
+        ERR_clear_error();
+        rc = csql__error(CSQL_ERR_IO, "%s failed: the server closed the connection", what);
+    } else if (ssl_err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
         rc = csql__error(CSQL_ERR_IO, "%s failed: %s", what,
                          sys_errno ? strerror(sys_errno) : "connection closed unexpectedly");
     } else {

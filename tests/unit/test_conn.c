@@ -376,6 +376,14 @@ static void test_tcp_eof_is_end_of_stream(void **state)
     assert_int_equal(read_exact(cl.c, buf, 5), 0);
     assert_int_equal(csql_conn_read(cl.c, buf, sizeof(buf)), 0);
     assert_int_equal(atomic_load(&cl.tls_errors), 0);
+    /* Writing to the server that went: an I/O error, not a TLS one (the certificate is fine). */
+    ssize_t n = 1;
+    for (int i = 0; i < 100 && n > 0; i++) {
+        n = csql_conn_write(cl.c, "after", 5);
+        usleep(2000);
+    }
+    assert_int_equal(n, CSQL_ERR_IO);
+    assert_int_equal(atomic_load(&cl.tls_errors), 0);
     close_client(&cl);
 }
 
