@@ -36,7 +36,9 @@ typedef struct csql_endpoint csql_endpoint;
 /*
  * Called when an accepted connection could not be forwarded (its csql_dial
  * failed; the local connection was closed, with a reset on TCP). Runs on
- * csql's event loop thread: it must not block, nor call csql_endpoint_close.
+ * csql's event loop thread (with several loops, the connection's one: calls
+ * for different connections may run at once): it must not block, nor call
+ * csql_endpoint_close.
  */
 typedef void (*csql_endpoint_error_fn)(const csql_error *err, void *userdata);
 
