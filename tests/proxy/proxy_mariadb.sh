@@ -60,7 +60,26 @@ for i in $(seq 1 20); do
     csql_expect "parallel client $i" "$i" "$(cat "$sockets/out.$i")"
 done
 
+# No thread per connection: 20 sessions open at once (each holds 2 sockets in the
+# proxy) leave the proxy's thread count as it was.
+threads_before=$(ls /proc/"$PROXY_PID"/task | wc -l)
+fds_before=$(ls /proc/"$PROXY_PID"/fd | wc -l)
+pids=()
+for i in $(seq 1 20); do
+    m --protocol=TCP -h "$listen" -P 3306 "${pw[@]}" -e "do sleep(3)" >/dev/null 2>&1 &
+    pids+=($!)
+done
+for ((i = 0; i < 100; i++)); do
+    [ $(($(ls /proc/"$PROXY_PID"/fd | wc -l) - fds_before)) -ge 40 ] && break
+    sleep 0.05
+done
+fds_open=$(($(ls /proc/"$PROXY_PID"/fd | wc -l) - fds_before))
+threads_open=$(ls /proc/"$PROXY_PID"/task | wc -l)
+for p in "${pids[@]}"; do wait "$p" || csql_die "a sleeping session failed"; done
+[ "$fds_open" -ge 40 ] || csql_die "only $fds_open more fds with 20 sessions open"
+csql_expect "threads with 20 sessions open (as with none)" "$threads_before" "$threads_open"
+
 kill -INT "$PROXY_PID"
 proxy_expect_exit "$PROXY_PID" 130
 [ ! -e "$sockets/$my" ] || csql_die "socket $sockets/$my left behind"
-csql_log "PASS: mariadb through TCP, Unix sockets and IAM authn; SIGINT 130"
+csql_log "PASS: mariadb through TCP, Unix sockets and IAM authn; no thread per connection; SIGINT 130"

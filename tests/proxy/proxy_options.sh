@@ -6,7 +6,7 @@
 # --quota-project and --user-agent as the Admin API sees them (through
 # relay.py, headers only, never Authorization); --token with --login-token
 # (the database user is the login token's principal); --prometheus-namespace
-# on a chosen --http-port; --universe-domain naming the endpoints it implies;
+# on a chosen --http-port; an IPv6 listener; --universe-domain naming the endpoints it implies;
 # a signal or /quitquitquit during a slow startup (its exit status, the start
 # abandoned, STOPPING=1); a failed start sends STOPPING=1.
 set -euo pipefail
@@ -132,18 +132,21 @@ fi
 kill -TERM "$PROXY_PID"
 proxy_expect_exit "$PROXY_PID" 143
 
-# ---- --prometheus-namespace on a chosen --http-port ----
+# ---- --prometheus-namespace on a chosen --http-port; an IPv6 listener ----
 hport=$(proxy_free_port)
+v6port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0)); print(s.getsockname()[1])')
 proxy_start ns "${common[@]}" --port 7800 --max-connections 5 --prometheus --prometheus-namespace myns \
-    --http-address "$http_ip" --http-port "$hport" "$pub"
+    --http-address "$http_ip" --http-port "$hport" "$pub" "$pub?address=::1&port=$v6port"
 proxy_wait_ready
+grep -q "\[$pub\] Listening on \[::1\]:$v6port" "$PROXY_LOG" || csql_die "no IPv6 listener line"
+csql_expect "IPv6 listener (?address=::1)" 13 "$(q "$v6port" 'select 13' ::1)"
 grep -q "HTTP server listening on $http_ip:$hport" "$PROXY_LOG" || csql_die "no HTTP server line for port $hport"
 csql_expect "session" 12 "$(q 7800 'select 12')"
 metrics=$(curl -sS -m 10 "http://$http_ip:$hport/metrics")
-csql_expect "namespaced accepted counter" 1 "$(proxy_metric "$metrics" "myns_csql_proxy_connections_accepted_total{cloudsql_instance=\"$pub\"}")"
+csql_expect "namespaced accepted counter (both listeners)" 2 "$(proxy_metric "$metrics" "myns_csql_proxy_connections_accepted_total{cloudsql_instance=\"$pub\"}")"
 csql_expect "namespaced max connections gauge" 5 "$(proxy_metric "$metrics" "myns_csql_proxy_max_connections")"
 csql_expect "namespaced build info" 1 "$(proxy_metric "$metrics" "myns_csql_proxy_build_info{version=\"$version\"}")"
-csql_expect "namespaced dial latency count" 1 "$(proxy_metric "$metrics" "myns_cloudsqlconn_dial_latency_count{cloudsql_instance=\"$pub\"}")"
+csql_expect "namespaced dial latency count" 2 "$(proxy_metric "$metrics" "myns_cloudsqlconn_dial_latency_count{cloudsql_instance=\"$pub\"}")"
 ! grep -E '^(cloudsqlconn|csql_proxy)_' <<<"$metrics" >/dev/null || csql_die "a metric without the namespace"
 csql_expect "/metrics on the default port is not served" "000 curl failed" "$(proxy_http "http://$http_ip:9090/metrics")"
 kill -TERM "$PROXY_PID"
