@@ -466,14 +466,15 @@ typedef struct ep_handoff {
     csql__ep_peer peer;
 } ep_handoff;
 
-/* On the target loop (or, if it stopped first, on the thread stopping it: never, see post). */
+/* On the target loop (a loop that stops runs what was posted to it first). */
 static void handoff_run(void *arg)
 {
     ep_handoff *h = arg;
     csql_endpoint *ep = h->ep;
+    /* The dial counts itself before the hand-off stops counting: never under the real number. */
+    dial_here(ep, h->loop, h->fd, &h->peer);
     atomic_fetch_sub(&ep->dials, 1);
     csql__loop_load_add(h->loop, -1);
-    dial_here(ep, h->loop, h->fd, &h->peer);
     free(h);
     csql__ep_slot_freed(ep);
     csql__ep_unref(ep);
