@@ -5,10 +5,12 @@
 #   3. asan preset (ASan + UBSan): configure + build, run every ctest test
 #   4. tsan preset (ThreadSanitizer): configure + build, run the tests of code that
 #      shares state across threads (CSQL_TSAN_TESTS)
+#   5. fuzz/run.sh: every libFuzzer target for CSQL_TEST_FUZZ_SECS (default 4; 0 skips)
+#   6. bench/run.sh --smoke
 # Exits non-zero if any build or test fails. Test failures in one preset do not
 # stop the other from running, so one run reports everything.
-# Env: CSQL_TEST_PRESETS (default "debug asan"), CSQL_TEST_JOBS (ctest -j, default 2),
-#      CSQL_CTEST_ARGS (extra ctest arguments, e.g. "-L unit").
+# Env: CSQL_TEST_PRESETS (default "debug asan tsan"), CSQL_TEST_JOBS (ctest -j, default 2),
+#      CSQL_CTEST_ARGS (extra ctest arguments, e.g. "-L unit"), CSQL_TEST_FUZZ_SECS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,20 @@ for preset in $presets; do
         summary+=("$preset: TESTS FAILED ($(($(date +%s) - start)) s; see above)")
     fi
 done
+
+# A short libFuzzer run of every target (fuzz/run.sh: clang-14, ASan + UBSan, build/fuzz);
+# a crash, leak or timeout fails CI and leaves its input in build/fuzz/artifacts/.
+fuzz_secs=${CSQL_TEST_FUZZ_SECS:-4}
+if [ "$fuzz_secs" -gt 0 ]; then
+    echo "=== fuzz: ${fuzz_secs}s per target ==="
+    start=$(date +%s)
+    if fuzz/run.sh "$fuzz_secs"; then
+        summary+=("fuzz: every target clean for ${fuzz_secs}s ($(($(date +%s) - start)) s with the build)")
+    else
+        failed+=("fuzz")
+        summary+=("fuzz: FAILED (see above and build/fuzz/artifacts/)")
+    fi
+fi
 
 echo "=== bench: smoke ===" && { CSQL_BUILD_DIR="$PWD/build/${presets%% *}" bench/run.sh --smoke --no-setup >/dev/null && summary+=("bench smoke: ok") || { failed+=("bench:smoke"); summary+=("bench smoke: FAILED"); }; }
 echo "=== summary ==="
