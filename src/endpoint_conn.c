@@ -106,6 +106,38 @@ static void dial_failed(csql_endpoint *ep, int fd, const csql__ep_peer *peer)
 /* ------------------------------------------------------------------ */
 /* forwarding                                                          */
 
+/* A forwarded connection counted and listed (undone by conn_unlist). */
+static void conn_list(csql_endpoint *ep, csql__ep_conn *c)
+{
+    csql__ep_ref(ep);
+    atomic_fetch_add(&ep->active, 1);
+    csql__loop_load_add(c->loop, 1);
+    pthread_mutex_lock(&ep->conns_mu);
+    c->next = ep->conns;
+    if (ep->conns != NULL) {
+        ep->conns->prev = c;
+    }
+    ep->conns = c;
+    pthread_mutex_unlock(&ep->conns_mu);
+}
+
+/* Off the list and uncounted; the caller then frees c, calls slot_freed and drops the ref. */
+static void conn_unlist(csql_endpoint *ep, csql__ep_conn *c)
+{
+    pthread_mutex_lock(&ep->conns_mu);
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        ep->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    pthread_mutex_unlock(&ep->conns_mu);
+    atomic_fetch_sub(&ep->active, 1);
+    csql__loop_load_add(c->loop, -1);
+}
+
 static void note_max_buffered(csql_endpoint *ep, size_t hw)
 {
     size_t cur = atomic_load(&ep->max_buffered);
@@ -133,18 +165,7 @@ static void on_conn_closed(void *arg, const csql__fwd_stats *fs)
     };
     emit(ep, CSQL_ENDPOINT_CLOSED, &c->peer, fs->up_bytes, fs->down_bytes,
          fs->error != 0 ? &err : NULL);
-    pthread_mutex_lock(&ep->conns_mu);
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        ep->conns = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    pthread_mutex_unlock(&ep->conns_mu);
-    atomic_fetch_sub(&ep->active, 1);
-    csql__loop_load_add(c->loop, -1);
+    conn_unlist(ep, c);
     free(c);
     csql__ep_slot_freed(ep);
     csql__ep_unref(ep);
@@ -174,35 +195,14 @@ void csql__ep_forward(csql_endpoint *ep, csql__loop *loop, int fd, const csql__e
         .arg = c,
     };
     /* Counted before the start: the forwarding may end (and be uncounted) on this loop only. */
-    csql__ep_ref(ep);
-    atomic_fetch_add(&ep->active, 1);
-    csql__loop_load_add(loop, 1);
-    pthread_mutex_lock(&ep->conns_mu);
-    c->next = ep->conns;
-    if (ep->conns != NULL) {
-        ep->conns->prev = c;
-    }
-    ep->conns = c;
-    pthread_mutex_unlock(&ep->conns_mu);
+    conn_list(ep, c);
     if (csql__fwd_start(loop, fd, remote, &fo, &c->fwd) != CSQL_OK) {
-        pthread_mutex_lock(&ep->conns_mu);
-        if (c->prev != NULL) {
-            c->prev->next = c->next;
-        } else {
-            ep->conns = c->next;
-        }
-        if (c->next != NULL) {
-            c->next->prev = c->prev;
-        }
-        pthread_mutex_unlock(&ep->conns_mu);
-        atomic_fetch_sub(&ep->active, 1);
-        csql__loop_load_add(loop, -1);
+        conn_unlist(ep, c);
         atomic_fetch_add(&ep->closed_error, 1);
         emit(ep, CSQL_ENDPOINT_CLOSED, peer, 0, 0, csql_error_last());
         free(c);
         csql__ep_slot_freed(ep);
         csql__ep_unref(ep);
-        return;
     }
 }
 

@@ -1,6 +1,8 @@
 /* Fake transports for the forwarding engine's tests. */
 #include "fwd_testlib.h"
 
+#include "error.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,6 +20,19 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+
+int tl_echo_dial(tl_echo *e, csql__fwd_remote *out)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        return csql__error(CSQL_ERR_IO, "socketpair failed");
+    }
+    tl_echo_add(e, sv[1]);
+    out->fd = sv[0];
+    out->ssl = NULL;
+    out->conn = NULL;
+    return CSQL_OK;
+}
 
 int tl_connect_unix(const char *path)
 {

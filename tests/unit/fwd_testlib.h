@@ -12,6 +12,8 @@
 
 #include <openssl/ssl.h>
 
+#include "fwd.h"
+
 /* A thread echoing every byte it reads on each socket handed to it; on EOF it shuts its write side. */
 typedef struct tl_echo tl_echo;
 tl_echo *tl_echo_start(void);
@@ -20,6 +22,8 @@ void tl_echo_add(tl_echo *e, int fd);
 /* Sockets the echo server still holds. */
 int tl_echo_open(tl_echo *e);
 void tl_echo_stop(tl_echo *e);
+/* A fake dial for endpoint tests: a socketpair whose far end the echo server takes. */
+int tl_echo_dial(tl_echo *e, csql__fwd_remote *out);
 
 /* A connected TLS 1.3 pair over a socketpair; both fds blocking. 0 on success. */
 int tl_tls_pair(int *cfd, SSL **cssl, int *sfd, SSL **sssl);

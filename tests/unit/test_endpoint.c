@@ -51,15 +51,7 @@ static int dial_to_echo(void *ctx, csql__fwd_remote *out)
     if (fd->fail_code != 0) {
         return csql__error(fd->fail_code, "instance p:r:down: connection refused by the fake");
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        return csql__error(CSQL_ERR_IO, "socketpair failed");
-    }
-    tl_echo_add(g_echo, sv[1]);
-    out->fd = sv[0];
-    out->ssl = NULL;
-    out->conn = NULL;
-    return CSQL_OK;
+    return tl_echo_dial(g_echo, out);
 }
 
 static int open_fake(csql_endpoint **ep, bool tcp, const char *dir, fake_dial *fd,

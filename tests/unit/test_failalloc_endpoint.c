@@ -39,15 +39,7 @@ static tl_echo *g_echo;
 static int dial_to_echo(void *ctx, csql__fwd_remote *out)
 {
     (void)ctx;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        return csql__error(CSQL_ERR_IO, "socketpair failed");
-    }
-    tl_echo_add(g_echo, sv[1]);
-    out->fd = sv[0];
-    out->ssl = NULL;
-    out->conn = NULL;
-    return CSQL_OK;
+    return tl_echo_dial(g_echo, out);
 }
 
 
