@@ -8,7 +8,8 @@
 # (the database user is the login token's principal); --prometheus-namespace
 # on a chosen --http-port; an IPv6 listener; --universe-domain naming the endpoints it implies;
 # a signal or /quitquitquit during a slow startup (its exit status, the start
-# abandoned, STOPPING=1); a failed start sends STOPPING=1.
+# abandoned, STOPPING=1); a failed start sends STOPPING=1, its info lines on
+# stdout and its error on stderr.
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
@@ -208,8 +209,15 @@ done
 # A failed start (an unknown instance) also says STOPPING=1, and never READY=1.
 recv_notify
 rc=0
-NOTIFY_SOCKET=$notify_sock timeout 60 "$CSQL_PROXY" "${common[@]}" "proj-$$:us-central1:ghost" >"$work/ghost.log" 2>&1 || rc=$?
+NOTIFY_SOCKET=$notify_sock timeout 60 "$CSQL_PROXY" "${common[@]}" "proj-$$:us-central1:ghost" \
+    >"$work/ghost.out" 2>"$work/ghost.err" || rc=$?
 csql_expect "failed start: exit status" 1 "$rc"
+# Info lines on stdout, errors on stderr (the Auth Proxy's split).
+grep -q "csql: dialer ready" "$work/ghost.out" || csql_die "failed start: no info line on stdout"
+grep -q "\[proj-$$:us-central1:ghost\] cannot get the instance's details" "$work/ghost.err" \
+    || csql_die "failed start: the error is not on stderr"
+! grep -q "dialer ready" "$work/ghost.err" || csql_die "an info line went to stderr"
+! grep -q "cannot get the instance's details" "$work/ghost.out" || csql_die "an error line went to stdout"
 for ((i = 0; i < 40; i++)); do grep -q STOPPING=1 "$work/notify.out" && break; sleep 0.05; done
 grep -q STOPPING=1 "$work/notify.out" || csql_die "failed start: no STOPPING=1"
 ! grep -q READY=1 "$work/notify.out" || csql_die "failed start: READY=1 was sent"
