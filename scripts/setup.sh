@@ -9,7 +9,7 @@ PACKAGES=(
     build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
     # libraries
     libssl-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libevent-dev libuv1-dev
-    libcmocka-dev
+    libcmocka-dev libyaml-dev
     # driver helpers
     libpq-dev libmariadb-dev freetds-dev freetds-bin
     # databases and clients

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # csql-proxy configured without flags: CSQL_PROXY_* environment variables
-# (instances as CSQL_PROXY_INSTANCE_CONNECTION_NAME_N), JSON and TOML config
+# (instances as CSQL_PROXY_INSTANCE_CONNECTION_NAME_N), JSON, TOML and YAML config
 # files, and precedence (flag > environment > file). Bad values: exit 1 with
 # one line naming the culprit. Logs: --structured-logs JSON lines, --quiet,
 # and the token never in a log line nor in /proc/PID/cmdline. Credentials from
@@ -80,6 +80,27 @@ proxy_start toml --config-file "$work/proxy.toml" --port 7410 "$pg2"
 for ((i = 0; i < 200; i++)); do q 7410 'select 1' >/dev/null 2>&1 && break; sleep 0.05; done
 csql_expect "toml: the flag's port and instance win" 2 "$(q 7410 'select 2')"
 [ ! -s "$PROXY_LOG" ] || { cat "$PROXY_LOG" >&2; csql_die "--quiet from the file: info lines were logged"; }
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 143
+
+# ---- YAML config file (the Auth Proxy's underscore spelling); the environment beats it ----
+cat >"$work/proxy.yaml" <<YAML
+# csql-proxy settings
+token: "$token"
+sqladmin_api_endpoint: $EMU_URL
+address: '$listen'
+port: 7800
+exit-zero-on-sigterm: true
+instance_connection_name_0: "$pg1"
+instance_connection_name_1: $pg2?port=7900
+YAML
+CSQL_PROXY_EXIT_ZERO_ON_SIGTERM=false proxy_start yaml --config-file "$work/proxy.yaml"
+proxy_wait_ready
+csql_expect "yaml: first instance on the file's port" 1 "$(q 7800 'select 1')"
+csql_expect "yaml: second instance's query" 2 "$(q 7900 'select 2')"
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 143
+
 # The token given as a flag is not visible in /proc/PID/cmdline.
 proxy_start cmdline --token "$token" --sqladmin-api-endpoint "$EMU_URL" --address "$listen" --port 7500 "$pg1"
 proxy_wait_ready
@@ -120,10 +141,11 @@ bad "conflict" '--unix-socket and --port cannot be used together' "$CSQL_PROXY" 
 bad "query conflict" 'address cannot be combined with unix-socket' "$CSQL_PROXY" "$pg1?address=127.0.0.1&unix-socket=/tmp"
 bad "bad instance" '"nope" is not an instance connection name' "$CSQL_PROXY" nope
 bad "no instance" 'no instance given' "$CSQL_PROXY" --port 5000
+bad "yaml config file" 'bad.yaml: line 2: "port" is a list' "$CSQL_PROXY" --config-file "$(printf 'token: %s\nport: [1, 2]\n' "$token" >"$work/bad.yaml"; echo "$work/bad.yaml")"
 bad "config file key" 'unknown key "prot"' "$CSQL_PROXY" --config-file "$(printf '{"prot": 1}' >"$work/bad.json"; echo "$work/bad.json")"
 bad "token conflict" '--token and --credentials-file cannot be used together' "$CSQL_PROXY" -t "$token" -c /x.json "$pg1"
 bad "bad endpoint" '--sqladmin-api-endpoint' "$CSQL_PROXY" -t "$token" --sqladmin-api-endpoint http://example.com "$pg1"
 bad "bad credentials file" 'credentials' "$CSQL_PROXY" -c /nonexistent.json "$pg1"
 bad "too many event loops" '--event-loops: 65 is out of range (0 = one per CPU, or 1..64)' "$CSQL_PROXY" -t "$token" --event-loops 65 "$pg1"
 bad "bad event loops in env" 'CSQL_PROXY_EVENT_LOOPS "two": not a non-negative integer' env CSQL_PROXY_EVENT_LOOPS=two "$CSQL_PROXY" "$pg1"
-csql_log "PASS: environment, JSON and TOML config, precedence, bad values, logs without secrets"
+csql_log "PASS: environment, JSON, TOML and YAML config, precedence, bad values, logs without secrets"

@@ -334,8 +334,8 @@ static void test_config_file_json(void **state)
                write_file("a.json", "[1]"));
     expect_err("is set twice", "--config-file",
                write_file("d.json", "{\"auto-iam-authn\": true, \"auto_iam_authn\": false}"));
-    expect_err("YAML is not supported", "--config-file", write_file("c.yaml", "port: 1"));
-    expect_err("must end in .json or .toml", "--config-file", write_file("c.conf", "{}"));
+    expect_err("must end in .json, .toml, .yaml or .yml", "--config-file",
+               write_file("c.conf", "{}"));
     expect_err("No such file or directory", "--config-file", "/nonexistent/c.json", "p:r:i");
 }
 
@@ -367,6 +367,76 @@ static void test_config_file_toml(void **state)
                write_file("x.toml", "port = 1 2\n"));
     expect_err("line 2: \"port\" is set twice", "--config-file",
                write_file("d.toml", "port = 1\nport = 2\n"));
+}
+
+static void test_config_file_yaml(void **state)
+{
+    (void)state;
+    /* The Auth Proxy's own test files use instance_connection_name_N with underscores. */
+    const char *path = write_file("c.yaml",
+                                  "# csql-proxy\n"
+                                  "---\n"
+                                  "instance_connection_name_0: \"p:r:a?port=7001\"\n"
+                                  "instance_connection_name_1: 'p:r:b'\n"
+                                  "auto-ip: true   # trailing comment\n"
+                                  "max-connections: 12\r\n"
+                                  "max-sigterm-delay: 1m30s\n"
+                                  "user-agent: a \"quoted\" agent\n"
+                                  "token: >-\n"
+                                  "  folded\n"
+                                  "  token\n"
+                                  "...\n");
+    proxy_opts o;
+    assert_int_equal(parse(&o, "--config-file", path), 0);
+    assert_true(o.auto_ip);
+    assert_true(o.max_connections == 12);
+    assert_true(o.max_sigterm_delay_ms == 90000);
+    assert_string_equal(o.user_agent, "a \"quoted\" agent");
+    assert_string_equal(o.token, "folded token");
+    assert_int_equal(o.n_instances, 2);
+    assert_int_equal(o.instances[0].port, 7001);
+    assert_string_equal(o.instances[1].name, "p:r:b");
+    proxy_opts_free(&o);
+    /* .yml too; the environment beats the file */
+    env_table env = {{"CSQL_PROXY_MAX_CONNECTIONS=3"}};
+    assert_int_equal(parse_env(&o, &env, "--config-file",
+                               write_file("c.yml", "instance-connection-name: p:r:i\n"
+                                                   "max-connections: 12\n"),
+                               (const char *)NULL),
+                     0);
+    assert_true(o.max_connections == 3);
+    assert_string_equal(o.instances[0].name, "p:r:i");
+    proxy_opts_free(&o);
+    /* an empty file sets nothing */
+    assert_int_equal(parse(&o, "--config-file", write_file("e.yaml", "# nothing\n"), "p:r:i"), 0);
+    proxy_opts_free(&o);
+
+    expect_err("n.yaml: line 2: \"port\" is a mapping", "--config-file",
+               write_file("n.yaml", "token: x\nport:\n  tcp: 1\n"));
+    expect_err("line 1: \"instance-connection-name\" is a list", "--config-file",
+               write_file("l.yaml", "instance-connection-name: [p:r:a, p:r:b]\n"));
+    expect_err("line 2: \"port\" is an alias", "--config-file",
+               write_file("a.yaml", "admin-port: &p 9100\nport: *p\n"));
+    expect_err("line 1: \"port\" has no value", "--config-file", write_file("z.yaml", "port:\n"));
+    expect_err("line 1: \"port\" has no value", "--config-file",
+               write_file("z2.yaml", "port: ~\n"));
+    expect_err("line 2: \"port\" is set twice", "--config-file",
+               write_file("d.yaml", "port: 1\nport: 2\n"));
+    expect_err("line 2: \"auto_iam_authn\" is set twice", "--config-file",
+               write_file("d2.yaml", "auto-iam-authn: true\nauto_iam_authn: false\n"));
+    expect_err("line 2: only one YAML document is read", "--config-file",
+               write_file("m.yaml", "port: 1\n---\nport: 2\n"));
+    expect_err("line 1: the top level must be a mapping", "--config-file",
+               write_file("s.yaml", "- port: 1\n"));
+    expect_err("line 1: a key must be a flag name", "--config-file",
+               write_file("k.yaml", "[a]: 1\n"));
+    expect_err("config file", "--config-file", write_file("x.yaml", "port: \"1\nx: 2\n"));
+    expect_err("line 2: auto-iam-authn \"yes\": not a boolean", "--config-file",
+               write_file("b.yaml", "instance-connection-name: p:r:i\nauto-iam-authn: yes\n"));
+    expect_err("unknown key \"porty\"", "--config-file",
+               write_file("u.yaml", "porty: 1\ninstance-connection-name: p:r:i\n"));
+    expect_err("\"fuse\" is an Auth Proxy flag", "--config-file",
+               write_file("f.yaml", "fuse: /x\ninstance-connection-name: p:r:i\n"));
 }
 
 static void test_conflicts(void **state)
@@ -459,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_environment),
         cmocka_unit_test(test_config_file_json),
         cmocka_unit_test(test_config_file_toml),
+        cmocka_unit_test(test_config_file_yaml),
         cmocka_unit_test(test_conflicts),
         cmocka_unit_test(test_scrub_hides_secrets),
         cmocka_unit_test(test_env_names),

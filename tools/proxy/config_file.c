@@ -1,4 +1,4 @@
-/* csql-proxy --config-file: JSON and flat TOML into key/value text (config_file.h). */
+/* csql-proxy --config-file: JSON and flat TOML into key/value text (config_file.h); YAML in config_yaml.c. */
 #include "config_file.h"
 
 #include <errno.h>
@@ -22,6 +22,8 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
     return -1;
 }
+
+static int dup_key(const cf_entries *e, const char *key, size_t klen);
 
 static int add(cf_entries *e, const char *key, size_t klen, const char *value, int line)
 {
@@ -65,6 +67,14 @@ static int dup_key(const cf_entries *e, const char *key, size_t klen)
         }
     }
     return 0;
+}
+
+int cf_add(cf_entries *e, const char *key, size_t klen, const char *value, int line)
+{
+    if (dup_key(e, key, klen)) {
+        return 1;
+    }
+    return add(e, key, klen, value, line);
 }
 
 /* ---- JSON ---- */
@@ -264,12 +274,13 @@ out:
     return rc;
 }
 
-int cf_parse(const char *path, const char *text, size_t len, int is_toml, cf_entries *out,
+int cf_parse(const char *path, const char *text, size_t len, int format, cf_entries *out,
              char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    int rc = is_toml ? parse_toml(path, text, len, out, err, errlen)
-                     : parse_json(path, text, len, out, err, errlen);
+    int rc = format == CF_YAML   ? cf_parse_yaml(path, text, len, out, err, errlen)
+             : format == CF_TOML ? parse_toml(path, text, len, out, err, errlen)
+                                 : parse_json(path, text, len, out, err, errlen);
     if (rc != 0) {
         cf_entries_free(out);
     }
@@ -285,15 +296,16 @@ static int ends_with(const char *s, const char *suffix)
 int cf_load(const char *path, cf_entries *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    int is_toml;
+    int format;
     if (ends_with(path, ".json")) {
-        is_toml = 0;
+        format = CF_JSON;
     } else if (ends_with(path, ".toml")) {
-        is_toml = 1;
+        format = CF_TOML;
     } else if (ends_with(path, ".yaml") || ends_with(path, ".yml")) {
-        return fail(err, errlen, "config file %s: YAML is not supported; use .json or .toml", path);
+        format = CF_YAML;
     } else {
-        return fail(err, errlen, "config file %s: the name must end in .json or .toml", path);
+        return fail(err, errlen, "config file %s: the name must end in .json, .toml, .yaml or .yml",
+                    path);
     }
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -316,7 +328,7 @@ int cf_load(const char *path, cf_entries *out, char *err, size_t errlen)
         goto out;
     }
     buf[n] = '\0';
-    rc = cf_parse(path, buf, n, is_toml, out, err, errlen);
+    rc = cf_parse(path, buf, n, format, out, err, errlen);
 out:
     if (buf != NULL) {
         secret_wipe(buf, n);

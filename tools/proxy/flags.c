@@ -98,7 +98,8 @@ static const flag_def run_flags[] = {
     {"quiet", 0, FT_BOOL, OFF(quiet), NULL, NULL, "Log warnings and errors only.", 0, NULL},
 
     {"config-file", 0, FT_STRING, OFF(config_file), NULL, "FILE",
-     "Read settings from a JSON (.json) or TOML (.toml) file; its keys are the flag names, and "
+     "Read settings from a JSON (.json), TOML (.toml) or YAML (.yaml, .yml) file; its keys are "
+     "the flag names, and "
      "instances are instance-connection-name, instance-connection-name-0, -1...",
      0, "Other"},
     {"version", 'v', FT_VERSION, 0, NULL, NULL, "Print the version and exit.", 0, NULL},
