@@ -1,6 +1,12 @@
 /*
- * The dialer's RSA-2048 key (REFERENCE §4): generated once, on a short-lived
- * background thread or on first use, or supplied by the caller as PEM.
+ * The dialer's RSA-2048 key (REFERENCE §4): generated once, on short-lived
+ * background threads or on first use, or supplied by the caller as PEM.
+ * Background generation may race several threads (one per CPU, at most
+ * KEYGEN_THREADS_MAX): RSA key generation is a random search for two primes
+ * whose time varies 60-600 ms on one core, so the first of two searches to
+ * finish cuts the median and above all the tail of a dialer's cold start
+ * (docs/benchmarks/README.md). The others see the winner through OpenSSL's
+ * generation callback and stop within a prime candidate.
  * The public half is cached as a SubjectPublicKeyInfo PEM for
  * generateEphemeralCert. Private key material lives only inside the EVP_PKEY,
  * which OpenSSL clears when it is freed.
@@ -10,11 +16,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -27,6 +35,7 @@
 #define KEY_BITS 2048
 #define KEY_BITS_MAX 16384
 #define KEY_PEM_MAX (64 * 1024)
+#define KEYGEN_THREADS_MAX 4
 
 typedef enum key_state {
     KEY_PENDING = 0, /* nobody is generating; the next get generates */
@@ -38,8 +47,12 @@ struct csql__keypair {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC, signalled when state leaves KEY_BUSY */
     key_state state;
-    bool thread_started;
-    pthread_t thread;
+    int threads_started;               /* background generators started (joined by free) */
+    int threads_running;               /* of those, still generating (under mu) */
+    pthread_t threads[KEYGEN_THREADS_MAX];
+    atomic_bool won;                   /* a generator published a key: the others stop */
+    int stopped;                       /* generators whose search the winner cut short (mu) */
+    int discarded;                     /* generators that finished after the winner (mu) */
     EVP_PKEY *pkey;
     char *pub_pem;
     char why[256]; /* reason of the last failed generation */
@@ -77,11 +90,37 @@ done:
     return out;
 }
 
-/* Make a fresh RSA-2048 key (e = 65537, OpenSSL's default) and its public PEM. */
-static bool generate(EVP_PKEY **pkey, char **pub, char *why, size_t whylen)
+/* OpenSSL's generation callback, called for every prime candidate: 0 stops the search. */
+static int keygen_cb(EVP_PKEY_CTX *ctx)
 {
-    *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)KEY_BITS);
-    if (*pkey == NULL) {
+    const csql__keypair *kp = EVP_PKEY_CTX_get_app_data(ctx);
+    return kp == NULL || !atomic_load(&kp->won);
+}
+
+/*
+ * Make a fresh RSA-2048 key (e = 65537, OpenSSL's default) and its public PEM. With kp,
+ * the search stops early (false) once another generator has won.
+ */
+static bool generate(csql__keypair *kp, EVP_PKEY **pkey, char **pub, char *why, size_t whylen)
+{
+    *pkey = NULL;
+    *pub = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) != 1 ||
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KEY_BITS) != 1) {
+        openssl_reason(why, whylen);
+        EVP_PKEY_CTX_free(ctx);
+        return false;
+    }
+    if (kp != NULL) {
+        EVP_PKEY_CTX_set_app_data(ctx, kp);
+        EVP_PKEY_CTX_set_cb(ctx, keygen_cb);
+    }
+    int ok = EVP_PKEY_generate(ctx, pkey);
+    EVP_PKEY_CTX_free(ctx);
+    if (ok != 1) {
+        EVP_PKEY_free(*pkey);
+        *pkey = NULL;
         openssl_reason(why, whylen);
         return false;
     }
@@ -102,6 +141,7 @@ static void publish(csql__keypair *kp, bool ok, EVP_PKEY *pkey, char *pub, const
         kp->pkey = pkey;
         kp->pub_pem = pub;
         kp->state = KEY_READY;
+        atomic_store(&kp->won, true);
     } else {
         /* Back to pending: the next get tries again (failures are transient, e.g. memory). */
         kp->state = KEY_PENDING;
@@ -117,23 +157,46 @@ static void *keygen_main(void *arg)
     char *pub = NULL;
     char why[256] = "";
     pthread_setname_np(pthread_self(), "csql-keygen");
-    bool ok = generate(&pkey, &pub, why, sizeof(why));
+    bool ok = generate(kp, &pkey, &pub, why, sizeof(why));
     pthread_mutex_lock(&kp->mu);
-    publish(kp, ok, pkey, pub, why);
+    kp->threads_running--;
+    if (kp->state == KEY_READY) {
+        /* Another generator won: this one was stopped, or finished just after it. */
+        EVP_PKEY_free(pkey);
+        free(pub);
+        if (ok) {
+            kp->discarded++;
+        } else {
+            kp->stopped++;
+        }
+    } else if (ok) {
+        publish(kp, true, pkey, pub, why);
+    } else if (kp->threads_running == 0) {
+        publish(kp, false, NULL, NULL, why); /* every generator failed */
+    }
     pthread_mutex_unlock(&kp->mu);
     return NULL;
 }
 
-/* Start the generation thread with every signal blocked, so signals go to the application. */
-static bool start_thread(csql__keypair *kp)
+/* Start generator i with every signal blocked, so signals go to the application. */
+static bool start_thread(csql__keypair *kp, int i)
 {
     sigset_t all;
     sigset_t old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&kp->thread, NULL, keygen_main, kp);
+    int rc = pthread_create(&kp->threads[i], NULL, keygen_main, kp);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc == 0;
+}
+
+int csql__keygen_threads(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1) {
+        return 1;
+    }
+    return cpus < CSQL__KEYGEN_THREADS_DEFAULT ? (int)cpus : CSQL__KEYGEN_THREADS_DEFAULT;
 }
 
 static int no_passphrase(char *buf, int size, int rwflag, void *u)
@@ -145,13 +208,35 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1; /* never prompt on a terminal: encrypted keys are refused */
 }
 
+/*
+ * The private half signs what the public half verifies: proof that they belong together.
+ * A signature costs well under a millisecond; EVP_PKEY_pairwise_check, used before, also
+ * tests p and q for primality, 50-70 ms on this project's machines, paid at every
+ * csql_dialer_new with a caller's key (docs/benchmarks/README.md).
+ */
+static bool halves_match(EVP_PKEY *pkey)
+{
+    static const unsigned char msg[] = "csql: RSA key consistency check";
+    unsigned char sig[KEY_BITS_MAX / 8];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *sign = EVP_MD_CTX_new();
+    EVP_MD_CTX *verify = EVP_MD_CTX_new();
+    bool ok = sign != NULL && verify != NULL &&
+              EVP_DigestSignInit_ex(sign, NULL, "SHA256", NULL, NULL, pkey, NULL) == 1 &&
+              EVP_DigestSign(sign, sig, &siglen, msg, sizeof(msg)) == 1 &&
+              EVP_DigestVerifyInit_ex(verify, NULL, "SHA256", NULL, NULL, pkey, NULL) == 1 &&
+              EVP_DigestVerify(verify, sig, siglen, msg, sizeof(msg)) == 1;
+    EVP_MD_CTX_free(sign);
+    EVP_MD_CTX_free(verify);
+    return ok;
+}
+
 /* Parse and validate a caller's private key PEM: RSA, private, 2048..16384 bits, consistent. */
 static int load_caller_key(const char *pem, size_t len, EVP_PKEY **out)
 {
     char why[256];
     EVP_PKEY *pkey = NULL;
     BIGNUM *d = NULL;
-    EVP_PKEY_CTX *check = NULL;
     int rc = CSQL_ERR_BAD_CONFIG;
 
     *out = NULL;
@@ -185,8 +270,7 @@ static int load_caller_key(const char *pem, size_t len, EVP_PKEY **out)
         csql__error(rc, "RSA key: the PEM holds no private exponent");
         goto done;
     }
-    check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    if (check == NULL || EVP_PKEY_pairwise_check(check) != 1) {
+    if (!halves_match(pkey)) {
         openssl_reason(why, sizeof(why));
         csql__error(rc, "RSA key: the private and public halves do not match: %s", why);
         goto done;
@@ -196,7 +280,6 @@ static int load_caller_key(const char *pem, size_t len, EVP_PKEY **out)
     rc = 0;
 done:
     ERR_clear_error();
-    EVP_PKEY_CTX_free(check);
     BN_clear_free(d);
     EVP_PKEY_free(pkey);
     BIO_free(bio);
@@ -258,12 +341,19 @@ int csql__keypair_new(const char *pem, size_t pem_len, int background, csql__key
             return csql__error(CSQL_ERR_NOMEM, "RSA key: could not encode the public key");
         }
         kp->state = KEY_READY;
-    } else if (background) {
+    } else if (background > 0) {
+        int n = background > KEYGEN_THREADS_MAX ? KEYGEN_THREADS_MAX : background;
         kp->state = KEY_BUSY;
-        kp->thread_started = start_thread(kp);
-        if (!kp->thread_started) {
+        /* Under mu: a generator that fails at once must see the others counted. */
+        pthread_mutex_lock(&kp->mu);
+        for (int i = 0; i < n && start_thread(kp, kp->threads_started); i++) {
+            kp->threads_started++;
+            kp->threads_running++;
+        }
+        if (kp->threads_started == 0) {
             kp->state = KEY_PENDING; /* no thread: the first get generates */
         }
+        pthread_mutex_unlock(&kp->mu);
     }
     *out = kp;
     return 0;
@@ -303,7 +393,7 @@ int csql__keypair_get(csql__keypair *kp, int64_t deadline_ms, EVP_PKEY **pkey, c
             EVP_PKEY *k = NULL;
             char *pub = NULL;
             char why[256] = "";
-            bool ok = generate(&k, &pub, why, sizeof(why));
+            bool ok = generate(NULL, &k, &pub, why, sizeof(why));
             pthread_mutex_lock(&kp->mu);
             publish(kp, ok, k, pub, why);
             continue;
@@ -328,12 +418,21 @@ void csql__keypair_free(csql__keypair *kp)
         return;
     }
     /* Generation takes a fraction of a second and cannot be interrupted: wait for it. */
-    if (kp->thread_started) {
-        pthread_join(kp->thread, NULL);
+    for (int i = 0; i < kp->threads_started; i++) {
+        pthread_join(kp->threads[i], NULL);
     }
     EVP_PKEY_free(kp->pkey);
     free(kp->pub_pem);
     pthread_cond_destroy(&kp->cv);
     pthread_mutex_destroy(&kp->mu);
     free(kp);
+}
+
+void csql__keypair_race_stats(csql__keypair *kp, int *started, int *stopped, int *discarded)
+{
+    pthread_mutex_lock(&kp->mu);
+    *started = kp->threads_started;
+    *stopped = kp->stopped;
+    *discarded = kp->discarded;
+    pthread_mutex_unlock(&kp->mu);
 }
