@@ -4,7 +4,8 @@
 # files, and precedence (flag > environment > file). Bad values: exit 1 with
 # one line naming the culprit. Logs: --structured-logs JSON lines, --quiet,
 # and the token never in a log line nor in /proc/PID/cmdline. Credentials from
-# a service account file and from authorized-user JSON (env).
+# a service account file, authorized-user JSON (env) and service account JSON
+# (-j, scrubbed from the argument list).
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
@@ -119,6 +120,18 @@ CSQL_PROXY_JSON_CREDENTIALS=$(cat "$creds/authorized_user.json") proxy_start cre
 proxy_wait_ready
 csql_expect "CSQL_PROXY_JSON_CREDENTIALS (authorized user, refresh grant)" 1 "$(q 7700 'select 1')"
 ! grep -q 'refresh_token\|client_secret\|PRIVATE KEY' "$PROXY_LOG" || csql_die "credentials appear in the logs"
+kill -TERM "$PROXY_PID"
+proxy_expect_exit "$PROXY_PID" 143
+
+# -j on the command line: scrubbed from /proc/PID/cmdline once read. The endpoint's
+# trailing '/' (as often copied from Google's docs) is fine.
+proxy_start creds-flag -j "$(cat "$creds/service_account.json")" --sqladmin-api-endpoint "$EMU_URL/" \
+    --address "$listen" --port 7750 "$pg1"
+proxy_wait_ready
+csql_expect "-j (service account JSON), endpoint with a trailing /" 1 "$(q 7750 'select 1')"
+key_line=$(jq -r .private_key "$creds/service_account.json" | sed -n 2p)
+! tr '\0' '\n' <"/proc/$PROXY_PID/cmdline" | grep -qF -- "$key_line" || csql_die "the private key is visible in /proc/$PROXY_PID/cmdline"
+! grep -qF -- "$key_line" "$PROXY_LOG" || csql_die "the private key appears in the log"
 kill -TERM "$PROXY_PID"
 proxy_expect_exit "$PROXY_PID" 143
 
