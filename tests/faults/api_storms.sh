@@ -21,8 +21,8 @@
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
-. "$(dirname "$0")/../proxy/lib.sh"
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../proxy/lib.sh"
 CSQL_SCRIPT_NAME=fault-api-storms
 
 secs=35
@@ -160,8 +160,10 @@ kill -TERM "$PROXY_PID"
 proxy_expect_exit "$PROXY_PID" 143
 
 # ---- Admin API slower than the refresh timeout (libcsql, refresh timeout 1 s) ----
+# A key made here: with a 1 s refresh timeout the background key generation could lose the race.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/client.key" 2>/dev/null
 faults_client_start --api "$EMU_URL" --token "$token" --refresh-timeout-ms 1000 --dial-timeout-ms 4000 \
-    --conninfo "user=postgres password=$CSQL_PG_PASSWORD dbname=postgres"
+    --rsa-key "$work/client.key" --conninfo "user=postgres password=$CSQL_PG_PASSWORD dbname=postgres"
 r=$(faults_client "q $(inst wslow)")
 [[ $r == ok* ]] || csql_die "slow API: warm-up failed: $r"
 csql_emu_admin POST /emulator/faults "{\"endpoint\":\"*\",\"instance\":\"$(inst wslow)\",\"latency_ms\":3000}" >/dev/null

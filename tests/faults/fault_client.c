@@ -4,7 +4,10 @@
  * instance, switch a fault on, and dial again with the same cache.
  *
  *   fault_client --api URL --token TOKEN --conninfo 'user=... password=... dbname=...'
- *                [--refresh-timeout-ms N] [--dial-timeout-ms N] [--lazy]
+ *                [--refresh-timeout-ms N] [--dial-timeout-ms N] [--lazy] [--rsa-key FILE]
+ *
+ * --rsa-key: the client key as PEM (so a short refresh timeout does not race the
+ * background key generation on a loaded host).
  *
  * Commands (one per line on stdin):
  *   q INSTANCE     connect, run "select 1", disconnect; prints
@@ -110,13 +113,13 @@ static int count_fds(void)
 static int usage(void)
 {
     fprintf(stderr, "usage: fault_client --api URL --token TOKEN --conninfo CONNINFO "
-                    "[--refresh-timeout-ms N] [--dial-timeout-ms N] [--lazy]\n");
+                    "[--refresh-timeout-ms N] [--dial-timeout-ms N] [--lazy] [--rsa-key FILE]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    const char *api = NULL, *token = NULL, *conninfo = "";
+    const char *api = NULL, *token = NULL, *conninfo = "", *key_file = NULL;
     long refresh_ms = 0, dial_ms = 0;
     int lazy = 0;
     for (int i = 1; i < argc; i++) {
@@ -139,6 +142,8 @@ int main(int argc, char **argv)
             conninfo = v;
         } else if (strcmp(a, "--refresh-timeout-ms") == 0) {
             refresh_ms = strtol(v, NULL, 10);
+        } else if (strcmp(a, "--rsa-key") == 0) {
+            key_file = v;
         } else if (strcmp(a, "--dial-timeout-ms") == 0) {
             dial_ms = strtol(v, NULL, 10);
         } else {
@@ -169,6 +174,20 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && lazy) {
         rc = csql_config_set_refresh_strategy(cfg, CSQL_REFRESH_LAZY);
+    }
+    if (rc == 0 && key_file != NULL) {
+        char pem[16384];
+        FILE *f = fopen(key_file, "r");
+        size_t n = f != NULL ? fread(pem, 1, sizeof(pem), f) : 0;
+        if (f != NULL) {
+            fclose(f);
+        }
+        if (n == 0 || n == sizeof(pem)) {
+            fprintf(stderr, "fault_client: cannot read a PEM key from %s\n", key_file);
+            csql_config_free(cfg);
+            return 2;
+        }
+        rc = csql_config_set_rsa_key_pem(cfg, pem, n);
     }
     if (rc == 0) {
         rc = csql_dialer_new(&d, cfg);

@@ -9,8 +9,8 @@
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib/common.sh"
 . "$(dirname "$0")/../../scripts/lib/services.sh"
-. "$(dirname "$0")/../proxy/lib.sh"
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../proxy/lib.sh"
 CSQL_SCRIPT_NAME=fault-integrity
 
 full=0

@@ -1,5 +1,6 @@
-# Helpers for the fault, soak and integrity scripts (sourced after scripts/lib/common.sh,
-# scripts/lib/services.sh and tests/proxy/lib.sh; not run).
+# Helpers for the fault, soak and integrity scripts (sourced after scripts/lib/common.sh
+# and scripts/lib/services.sh, before tests/proxy/lib.sh; not run). By hand, the binaries
+# default to those of CSQL_BUILD_DIR (default build/debug); ctest sets each one.
 #
 #   faults_fds PID              number of open file descriptors of PID
 #   faults_rss_kb PID           resident set size of PID in KiB
@@ -9,7 +10,10 @@
 #   faults_client CMD           send one command, print its one-line answer (60 s at most)
 #   faults_psql HOST PORT SQL   one psql session through csql-proxy (bounded: 60 s)
 
-CSQL_FAULT_CLIENT=${CSQL_FAULT_CLIENT:-${CSQL_BUILD_DIR:-}/tests/faults/fault_client}
+CSQL_BUILD_DIR=${CSQL_BUILD_DIR:-$CSQL_REPO/build/debug}
+CSQL_EMULATOR=${CSQL_EMULATOR:-$CSQL_BUILD_DIR/tools/emulator/csql-emulator}
+CSQL_PROXY=${CSQL_PROXY:-$CSQL_BUILD_DIR/tools/proxy/csql-proxy}
+CSQL_FAULT_CLIENT=${CSQL_FAULT_CLIENT:-$CSQL_BUILD_DIR/tests/faults/fault_client}
 
 faults_fds() {
     local n
