@@ -810,7 +810,13 @@ static void test_close_wakes_waiting_dials(void **state)
     static csql_dial_async *hs[N];
     al_loop L;
     al_init(&L, false);
+    int before = connect_settings_count(I_CLOSE);
     start_dials(&L, d, I_CLOSE, NULL, ops, hs, N);
+    /* Until the refresh's slow request is in flight (key generation, slow under TSan, is over). */
+    for (int i = 0; i < 400 && connect_settings_count(I_CLOSE) <= before; i++) {
+        al_run_for(&L, 25);
+    }
+    assert_true(connect_settings_count(I_CLOSE) > before);
     al_run_for(&L, 50);
     int64_t t0 = al_now_us();
     csql_dialer_close(d); /* cancels the refresh's HTTP calls in flight and joins it */

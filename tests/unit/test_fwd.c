@@ -756,6 +756,7 @@ typedef struct timer_fx {
     csql__loop_timer t[4];
     int64_t fired_at[4];
     int order[4];
+    int64_t t3_first; /* t3 fires twice: the first time, here */
     atomic_int nfired;
 } timer_fx;
 
@@ -766,7 +767,8 @@ static void on_timer(void *arg)
     int i = (int)(intptr_t)arg;
     g_tf.fired_at[i] = tl_now_ms();
     g_tf.order[atomic_fetch_add(&g_tf.nfired, 1)] = i;
-    if (i == 3 && g_tf.fired_at[3] != 0 && atomic_load(&g_tf.nfired) == 1) {
+    if (i == 3 && g_tf.t3_first == 0) {
+        g_tf.t3_first = g_tf.fired_at[3];
         csql__loop_timer_set(g_tf.loop, &g_tf.t[3], 30); /* re-armed from its own function */
     }
 }
@@ -806,12 +808,23 @@ static void test_loop_timers(void **state)
     /* A round trip through the loop orders its writes before our reads. */
     assert_int_equal(csql__loop_call(loop, noop, NULL), 0);
     assert_int_equal(atomic_load(&g_tf.nfired), 4);
-    /* t3 at once, t3 again at ~30 ms, t1 at ~60 ms, t2 at ~150 ms; t0 never. */
+    /*
+     * t3 at once, and again 30 ms after that (re-armed from its own function);
+     * t1 at 60 ms, t2 at 150 ms (moved later); t0 never (cancelled). On a
+     * loaded machine the loop may run late, so only what timers promise is
+     * checked: never early, in due order, each firing once.
+     */
     assert_int_equal(g_tf.order[0], 3);
-    assert_int_equal(g_tf.order[1], 3);
-    assert_int_equal(g_tf.order[2], 1);
-    assert_int_equal(g_tf.order[3], 2);
+    int seen3 = 0, pos1 = -1, pos2 = -1;
+    for (int k = 0; k < 4; k++) {
+        seen3 += g_tf.order[k] == 3;
+        pos1 = g_tf.order[k] == 1 ? k : pos1;
+        pos2 = g_tf.order[k] == 2 ? k : pos2;
+    }
+    assert_int_equal(seen3, 2);
+    assert_true(pos1 >= 0 && pos2 > pos1);
     assert_int_equal(g_tf.fired_at[0], 0);
+    assert_true(g_tf.fired_at[3] - g_tf.t3_first >= 30);
     assert_true(g_tf.fired_at[1] - t0 >= 60);
     assert_true(g_tf.fired_at[2] - t0 >= 150);
 }
