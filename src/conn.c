@@ -224,43 +224,91 @@ static int failed_earlier(const csql_conn *c, const char *dir)
                        c->instance, csql_strerror(c->failed));
 }
 
-ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
+/* What a drive() call does; each names itself in messages. */
+typedef enum io_op { OP_READ, OP_WRITE, OP_SHUTDOWN } io_op;
+
+static const char *const OP_DIR[] = {"read from", "write to", "shutdown of"};
+
+/*
+ * One SSL call under the lock: 1 done (*n bytes), else OpenSSL's failure
+ * result for SSL_get_error. A shutdown that went out also half-closes.
+ */
+static int ssl_call(csql_conn *c, io_op op, void *buf, size_t len, size_t *n)
 {
-    if (c == NULL || buf == NULL || len == 0) {
-        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
-                           "csql_conn_read: a connection and a non-empty buffer are required");
+    *n = 0;
+    if (op == OP_READ) {
+        return SSL_read_ex(c->ssl, buf, len, n);
     }
-    if (len > INT_MAX) {
-        len = INT_MAX;
+    if (op == OP_WRITE) {
+        return SSL_write_ex(c->ssl, buf, len, n);
     }
-    int64_t deadline = call_deadline(c);
-    /* Each round either returns or waits on the socket: no busy loop. */
+    /* First call only: sends close_notify and does not wait for the server's. */
+    int r = SSL_shutdown(c->ssl);
+    if (r < 0) {
+        return r;
+    }
+    c->write_shut = true;
+    /* The TCP half-close follows the close_notify out; reads go on. */
+    (void)shutdown(c->fd, SHUT_WR);
+    /*
+     * Nothing may follow close_notify, but OpenSSL still answers a server's
+     * KeyUpdate request from inside SSL_read; on our half-closed socket that
+     * write fails (EPIPE) and takes the read side down with it. Send such
+     * writes nowhere instead.
+     */
+    BIO *sink = BIO_new(BIO_s_null());
+    if (sink != NULL) {
+        SSL_set0_wbio(c->ssl, sink);
+    }
+    ERR_clear_error();
+    return 1;
+}
+
+/*
+ * Run op to completion: the SSL call under the lock, the waits it asks for
+ * (WANT_READ / WANT_WRITE) outside it, an abort or the call's timeout
+ * checked each round. Returns bytes (read/write; 0 is end of stream for a
+ * read), CSQL_OK for a shutdown, or a negative csql_err. Each round either
+ * returns or waits on the socket: no busy loop.
+ */
+static ssize_t drive(csql_conn *c, io_op op, void *buf, size_t len)
+{
+    const char *dir = OP_DIR[op];
+    int64_t deadline = op == OP_SHUTDOWN ? -1 : call_deadline(c);
     for (;;) {
         if (atomic_load(&c->aborted)) {
-            return aborted_error(c, "read from");
+            return aborted_error(c, dir);
         }
         pthread_mutex_lock(c->lock);
         if (c->failed) {
-            int rc = failed_earlier(c, "read from");
+            int rc = failed_earlier(c, dir);
             pthread_mutex_unlock(c->lock);
             return rc;
         }
+        if (op != OP_READ && c->write_shut) {
+            pthread_mutex_unlock(c->lock);
+            return op == OP_SHUTDOWN ? CSQL_OK
+                                     : csql__error(CSQL_ERR_CLOSED,
+                                                   "write to instance %s: the connection was "
+                                                   "shut down for writing",
+                                                   c->instance);
+        }
         errno = 0;
-        size_t n = 0;
-        int r = SSL_read_ex(c->ssl, buf, len, &n);
+        size_t n;
+        int r = ssl_call(c, op, buf, len, &n);
         int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
         int sys_errno = errno;
         if (r == 1) {
             pthread_mutex_unlock(c->lock);
-            return (ssize_t)n;
+            return op == OP_SHUTDOWN ? CSQL_OK : (ssize_t)n;
         }
         if (atomic_load(&c->aborted)) {
             /* The end of stream or failure an abort causes is not the server's doing. */
             ERR_clear_error();
             pthread_mutex_unlock(c->lock);
-            return aborted_error(c, "read from");
+            return aborted_error(c, dir);
         }
-        if (err == SSL_ERROR_ZERO_RETURN) {
+        if (op == OP_READ && err == SSL_ERROR_ZERO_RETURN) {
             /* close_notify, or a clean TCP EOF (SSL_OP_IGNORE_UNEXPECTED_EOF). */
             ERR_clear_error();
             pthread_mutex_unlock(c->lock);
@@ -268,7 +316,7 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
         }
         if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
             bool tls_error;
-            int rc = io_failure(c, err, sys_errno, "read from", &tls_error);
+            int rc = io_failure(c, err, sys_errno, dir, &tls_error);
             pthread_mutex_unlock(c->lock);
             if (tls_error) {
                 report_tls_error(c);
@@ -277,16 +325,33 @@ ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
         }
         pthread_mutex_unlock(c->lock);
         if (past(deadline)) {
-            return timeout_error(c, "read from", "no data");
+            return timeout_error(c, dir, op == OP_READ ? "no data" : "no room to send");
         }
-        int w = err == SSL_ERROR_WANT_READ
-                    ? wait_fd(c->fd, POLLIN, poll_budget(deadline, -1))
-                    : wait_fd(c->fd, POLLOUT, poll_budget(deadline, CROSS_WAIT_MS));
+        /* A read waits for input, a write or shutdown for room; the other direction briefly. */
+        short mine = op == OP_READ ? POLLIN : POLLOUT;
+        short want = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        int w;
+        if (want == mine) {
+            w = wait_fd(c->fd, want, poll_budget(deadline, -1));
+        } else if (op == OP_READ) {
+            w = wait_fd(c->fd, POLLOUT, poll_budget(deadline, CROSS_WAIT_MS));
+        } else {
+            w = wait_cross_read(c->fd);
+        }
         if (w < 0) {
-            return csql__error(CSQL_ERR_IO, "read from instance %s: poll failed: %s",
-                               c->instance, strerror(errno));
+            return csql__error(CSQL_ERR_IO, "%s instance %s: poll failed: %s", dir, c->instance,
+                               strerror(errno));
         }
     }
+}
+
+ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len)
+{
+    if (c == NULL || buf == NULL || len == 0) {
+        return csql__error(CSQL_ERR_INVALID_ARGUMENT,
+                           "csql_conn_read: a connection and a non-empty buffer are required");
+    }
+    return drive(c, OP_READ, buf, len > INT_MAX ? INT_MAX : len);
 }
 
 ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
@@ -298,60 +363,10 @@ ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len)
     if (len == 0) {
         return 0;
     }
-    if (len > INT_MAX) {
-        len = INT_MAX;
-    }
-    int64_t deadline = call_deadline(c);
-    for (;;) {
-        if (atomic_load(&c->aborted)) {
-            return aborted_error(c, "write to");
-        }
-        pthread_mutex_lock(c->lock);
-        if (c->failed) {
-            int rc = failed_earlier(c, "write to");
-            pthread_mutex_unlock(c->lock);
-            return rc;
-        }
-        if (c->write_shut) {
-            pthread_mutex_unlock(c->lock);
-            return csql__error(CSQL_ERR_CLOSED, "write to instance %s: the connection was shut "
-                                                "down for writing",
-                               c->instance);
-        }
-        errno = 0;
-        size_t n = 0;
-        int r = SSL_write_ex(c->ssl, buf, len, &n);
-        int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-        int sys_errno = errno;
-        if (r == 1) {
-            pthread_mutex_unlock(c->lock);
-            return (ssize_t)n;
-        }
-        if (atomic_load(&c->aborted)) {
-            ERR_clear_error();
-            pthread_mutex_unlock(c->lock);
-            return aborted_error(c, "write to");
-        }
-        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-            bool tls_error;
-            int rc = io_failure(c, err, sys_errno, "write to", &tls_error);
-            pthread_mutex_unlock(c->lock);
-            if (tls_error) {
-                report_tls_error(c);
-            }
-            return rc;
-        }
-        pthread_mutex_unlock(c->lock);
-        if (past(deadline)) {
-            return timeout_error(c, "write to", "no room to send");
-        }
-        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, poll_budget(deadline, -1))
-                                            : wait_cross_read(c->fd);
-        if (w < 0) {
-            return csql__error(CSQL_ERR_IO, "write to instance %s: poll failed: %s", c->instance,
-                               strerror(errno));
-        }
-    }
+    /* SSL_write_ex does not write to buf; drive() takes one pointer type for all three. */
+    void *p;
+    memcpy(&p, &buf, sizeof(p));
+    return drive(c, OP_WRITE, p, len > INT_MAX ? INT_MAX : len);
 }
 
 int csql_conn_write_all(csql_conn *c, const void *buf, size_t len)
@@ -378,60 +393,7 @@ int csql_conn_shutdown(csql_conn *c)
     if (c == NULL) {
         return csql__error(CSQL_ERR_INVALID_ARGUMENT, "csql_conn_shutdown: connection is NULL");
     }
-    for (;;) {
-        if (atomic_load(&c->aborted)) {
-            return aborted_error(c, "shutdown of");
-        }
-        pthread_mutex_lock(c->lock);
-        if (c->failed) {
-            int rc = failed_earlier(c, "shutdown of");
-            pthread_mutex_unlock(c->lock);
-            return rc;
-        }
-        if (c->write_shut) {
-            pthread_mutex_unlock(c->lock);
-            return CSQL_OK;
-        }
-        errno = 0;
-        /* First call only: sends close_notify and does not wait for the server's. */
-        int r = SSL_shutdown(c->ssl);
-        int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-        int sys_errno = errno;
-        if (r >= 0) {
-            c->write_shut = true;
-            /* The TCP half-close follows the close_notify out; reads go on. */
-            (void)shutdown(c->fd, SHUT_WR);
-            /*
-             * Nothing may follow close_notify, but OpenSSL still answers a
-             * server's KeyUpdate request from inside SSL_read; on our
-             * half-closed socket that write fails (EPIPE) and takes the read
-             * side down with it. Send such writes nowhere instead.
-             */
-            BIO *sink = BIO_new(BIO_s_null());
-            if (sink != NULL) {
-                SSL_set0_wbio(c->ssl, sink);
-            }
-            ERR_clear_error();
-            pthread_mutex_unlock(c->lock);
-            return CSQL_OK;
-        }
-        if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ) {
-            bool tls_error;
-            int rc = io_failure(c, err, sys_errno, "shutdown of", &tls_error);
-            pthread_mutex_unlock(c->lock);
-            if (tls_error) {
-                report_tls_error(c);
-            }
-            return rc;
-        }
-        pthread_mutex_unlock(c->lock);
-        int w = err == SSL_ERROR_WANT_WRITE ? wait_fd(c->fd, POLLOUT, -1)
-                                            : wait_cross_read(c->fd);
-        if (w < 0) {
-            return csql__error(CSQL_ERR_IO, "shutdown of instance %s: poll failed: %s",
-                               c->instance, strerror(errno));
-        }
-    }
+    return (int)drive(c, OP_SHUTDOWN, NULL, 0);
 }
 
 void csql_conn_close(csql_conn *c)
