@@ -125,10 +125,10 @@ certs=$(($(faults_counter generateEphemeralCert "$inst") - certs0))
 limit=$((rss_q1 + rss_q1 / 20 + 4096))
 summary="${elapsed} s, $clients clients ($reconnecting reconnecting, $persistent persistent): $((q_re + q_pe)) transactions ($q_re on new connections), $((f_re + f_pe)) failed; proxy fds $fds0 before, $fds1 after (peak $fds_peak); RSS $rss_start KiB at start, $rss_q1 KiB at 1/4, max $rss_last KiB in the last 1/4 (peak $rss_peak, $n samples), $rss_end KiB after; $certs certificates (20 s lifetime)"
 csql_log "summary: $summary"
-if grep -Eq 'lib(a|t)san' "/proc/$PROXY_PID/maps"; then
+if grep -q 'libasan' "/proc/$PROXY_PID/maps"; then
     # ASan's quarantine (256 MiB) holds freed memory back, so RSS climbs by design; the leak
     # check is LeakSanitizer's at the proxy's exit below.
-    csql_log "sanitizer build: RSS not judged (LeakSanitizer checks the exit instead)"
+    csql_log "ASan build: RSS not judged (LeakSanitizer checks the exit instead)"
 else
     [ "$rss_last" -le "$limit" ] || csql_die "csql-proxy's RSS grew from $rss_q1 KiB to $rss_last KiB (limit $limit KiB)"
 fi
