@@ -16,7 +16,7 @@
 #            with short-lived certificates;
 #   scale    RSS per idle connection at 1,000 and 5,000 connections and per busy one at
 #            1,000 (csql-proxy and v1, fresh processes, bench/scale.py to bench/sink.py),
-#            and RSS growth over 10,000 connect/disconnect cycles;
+#            and RSS growth over 10,000 connect/disconnect cycles (after 1,000 warm-up);
 # and writes results.json and results.md to DIR (default docs/benchmarks). Every figure
 # is the median of N repetitions with min and max; paths are interleaved within each
 # repetition so that ratios compare runs made under the same load.
@@ -438,23 +438,25 @@ with open(sys.argv[2], "a") as f:
         rec(f"busy={n}", "rss_kib", j["busy_kib"])
         rec(f"busy={n}", "kib_per_conn", round((j["busy_kib"] - j["rss0_kib"]) / n, 2))
 PY
-        if [ "$n" = "${scale_ns[-1]}" ]; then
-            o=$(timeout 600 python3 "$CSQL_REPO/bench/scale.py" cycles "$scale_ip" "$scale_port" "$SCALE_PID" "$cycles_n" 8) \
-                || csql_die "scale: $cycles_n connect/disconnect cycles through $p failed"
-            python3 - "$o" "$raw" "$p" <<'PY'
+        stop_scale_proxy
+        csql_log "scale: $p with $n connections done"
+    done
+    # Growth: a fresh proxy, 1,000 warm-up cycles, then the measured ones (scale.py).
+    start_scale_proxy "$p"
+        o=$(timeout 600 python3 "$CSQL_REPO/bench/scale.py" cycles "$scale_ip" "$scale_port" "$SCALE_PID" "$cycles_n" 8) \
+            || csql_die "scale: $cycles_n connect/disconnect cycles through $p failed"
+        python3 - "$o" "$raw" "$p" <<'PY'
 import json, sys
 j = json.loads(sys.argv[1])
 with open(sys.argv[2], "a") as f:
     for metric, value in (("rss_before_kib", j["before_kib"]), ("rss_after_kib", j["after_kib"]),
-                          ("growth_kib", j["after_kib"] - j["before_kib"]),
-                          ("cycles_per_s", round(j["n"] / j["secs"], 1))):
+                      ("growth_kib", j["after_kib"] - j["before_kib"]),
+                      ("cycles_per_s", round(j["n"] / j["secs"], 1))):
         f.write(json.dumps({"scenario": "scale", "path": sys.argv[3], "param": f"cycles={j['n']}",
-                            "metric": metric, "value": value}) + "\n")
+                        "metric": metric, "value": value}) + "\n")
 PY
-        fi
-        stop_scale_proxy
-        csql_log "scale: $p with $n connections done"
-    done
+    stop_scale_proxy
+    csql_log "scale: $p connect/disconnect cycles done"
 done
 csql_log "scale: done"
 fi
