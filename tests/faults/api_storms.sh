@@ -2,7 +2,7 @@
 # Admin API faults seen by real clients: psql through csql-proxy, and libpq
 # through libcsql (fault_client) where a refresh timeout must be set.
 #
-#   api_storms.sh [--secs N]      (default 35; by hand e.g. --secs 300)
+#   api_storms.sh [--secs N]      (default 20; by hand e.g. --secs 300)
 #
 # For each of 500, 503, 429 (Retry-After 1) and a malformed JSON answer, on
 # every Admin API endpoint of two instances for N seconds:
@@ -25,7 +25,7 @@ set -euo pipefail
 . "$(dirname "$0")/../proxy/lib.sh"
 CSQL_SCRIPT_NAME=fault-api-storms
 
-secs=35
+secs=20
 while [ $# -gt 0 ]; do
     case $1 in
     --secs) secs=${2:?--secs needs a value}; shift 2 ;;
