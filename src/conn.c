@@ -169,11 +169,11 @@ static int aborted_error(const csql_conn *c, const char *dir)
                        c->instance);
 }
 
-static int timeout_error(const csql_conn *c, const char *dir, const char *what)
+static int timeout_error(const csql_conn *c, const char *dir, const char *what, bool usable)
 {
-    return csql__error(CSQL_ERR_TIMEOUT, "%s instance %s: %s within %u ms (the connection stays "
-                                         "usable)",
-                       dir, c->instance, what, atomic_load(&c->timeout_ms));
+    return csql__error(CSQL_ERR_TIMEOUT, "%s instance %s: %s within %u ms (%s)", dir, c->instance,
+                       what, atomic_load(&c->timeout_ms),
+                       usable ? "the connection stays usable" : "the connection is closed");
 }
 
 static void report_tls_error(csql_conn *c)
@@ -323,10 +323,22 @@ static ssize_t drive(csql_conn *c, io_op op, void *buf, size_t len)
             }
             return rc;
         }
-        pthread_mutex_unlock(c->lock);
         if (past(deadline)) {
-            return timeout_error(c, dir, op == OP_READ ? "no data" : "no room to send");
+            if (op == OP_READ) {
+                pthread_mutex_unlock(c->lock);
+                return timeout_error(c, dir, "no data", true);
+            }
+            /*
+             * A write that waits has handed OpenSSL a record built from the
+             * caller's bytes; TLS cannot take it back, and a retry would
+             * have to carry the same bytes. So a write timeout is final.
+             */
+            int rc = timeout_error(c, dir, "no room to send", false);
+            c->failed = rc;
+            pthread_mutex_unlock(c->lock);
+            return rc;
         }
+        pthread_mutex_unlock(c->lock);
         /* A read waits for input, a write or shutdown for room; the other direction briefly. */
         short mine = op == OP_READ ? POLLIN : POLLOUT;
         short want = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;

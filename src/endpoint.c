@@ -221,6 +221,16 @@ static void on_accept(void *arg, uint32_t events)
     for (int i = 0; i < EP_ACCEPTS_PER_WAKEUP && ep->listening && !ep->paused; i++) {
         if (at_capacity(ep)) {
             set_listening(ep, false); /* resumed when a connection ends */
+            /*
+             * A connection may have ended on another loop between the check
+             * and the pause, seeing paused still false (so posting no
+             * resume): look again now that paused is visible (seq_cst on
+             * both sides: it sees paused, or we see its decrement).
+             */
+            if (!at_capacity(ep)) {
+                set_listening(ep, true);
+                continue;
+            }
             return;
         }
         int fd = accept4(ep->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -398,15 +398,18 @@ static void dial_done(void *arg, int status)
         }
         csql__error(CSQL_ERR_CLOSED, "the dialer was freed before the dial finished");
         dial_failed(ep, j->fd, &j->peer); /* touches no loop state */
-    } else {
         atomic_fetch_sub(&ep->dials, 1);
         csql__loop_load_add(j->loop, -1);
+    } else {
         if (j->rc == CSQL_OK) {
             csql__ep_forward(ep, j->loop, j->fd, &j->peer, &j->remote);
         } else {
             csql__error_restore(&j->err);
             dial_failed(ep, j->fd, &j->peer);
         }
+        /* Uncounted once forwarded (counted as active) or failed: never one too few. */
+        atomic_fetch_sub(&ep->dials, 1);
+        csql__loop_load_add(j->loop, -1);
         csql__ep_slot_freed(ep);
     }
     csql__saved_error_dispose(&j->err);

@@ -530,7 +530,9 @@ int csql__http_perform_many(const csql__http_request *reqs, csql__http_response 
     if (n == 0) {
         return CSQL_OK;
     }
-    if (n == 1) {
+    if (n == 1 && reqs[0].cancel == NULL) {
+        /* One request alone: the easy interface (a cancellable one takes the multi loop, which
+           looks at its flag every CANCEL_POLL_MS instead of libcurl's once a second). */
         rcs[0] = csql__http_perform(&reqs[0], &resps[0]);
         return rcs[0];
     }

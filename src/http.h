@@ -21,8 +21,9 @@ typedef struct csql__http_request {
     int64_t deadline_ms;         /* monotonic (csql__mono_ms) */
     int allow_plain_http;        /* 1: http:// to any host (GCE metadata); else loopback only */
     int no_proxy;                /* 1: never via a proxy from the environment (metadata server) */
-    const atomic_bool *cancel;   /* or NULL; when it becomes true the request ends (within ~100 ms
-                                    with csql__http_perform_many, ~1 s alone) with CSQL_ERR_CLOSED */
+    const atomic_bool *cancel;   /* or NULL; when it becomes true the request ends with
+                                    CSQL_ERR_CLOSED (within ~100 ms through csql__http_perform_many,
+                                    even for one request; ~1 s through csql__http_perform) */
 } csql__http_request;
 
 typedef struct csql__http_response {

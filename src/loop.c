@@ -31,6 +31,7 @@ struct csql__loop {
     unsigned idx; /* which of the key's loops */
     size_t refs;
     bool linked;
+    bool reaping; /* csql__loop_reap is stopping the key's loops: no new user, no other stopper */
     bool stopped; /* halted by a forced reap while references remained: freed by the last release */
     struct csql__loop *reg_next;
 
@@ -429,6 +430,8 @@ static void loop_halt(csql__loop *loop)
     atomic_fetch_sub(&g_loop_count, 1);
 }
 
+static void reg_unlink(csql__loop *loop);
+
 /*
  * Halt, then free unless something still holds a reference (an endpoint the
  * application has not closed when its dialer was freed): that last release
@@ -438,6 +441,20 @@ static void loop_stop(csql__loop *loop)
 {
     loop_halt(loop);
     pthread_mutex_lock(&g_reg_mu);
+    loop->stopped = true;
+    bool free_now = loop->refs == 0;
+    pthread_mutex_unlock(&g_reg_mu);
+    if (free_now) {
+        loop_free_resources(loop);
+    }
+}
+
+/* As loop_stop, for a loop a reap marked and left in the registry until halted. */
+static void loop_halt_and_unlink(csql__loop *loop)
+{
+    loop_halt(loop);
+    pthread_mutex_lock(&g_reg_mu);
+    reg_unlink(loop);
     loop->stopped = true;
     bool free_now = loop->refs == 0;
     pthread_mutex_unlock(&g_reg_mu);
@@ -472,18 +489,28 @@ int csql__loop_acquire_nth(const void *key, unsigned idx, csql__loop **out)
     csql__loop *idle = NULL; /* idle loops of other keys, joined after unlocking */
     pthread_mutex_lock(&g_reg_mu);
     csql__loop *found = NULL;
+    /* A loop thread never joins another loop (it may be waited on): idle loops wait for a reap. */
+    bool may_join = t_current_loop == NULL;
+    bool reaping = false;
     for (csql__loop *l = g_reg_head, *next; l != NULL; l = next) {
         next = l->reg_next;
-        if (l->key == key && l->idx == idx) {
-            found = l;
-        } else if (l->refs == 0 && !csql__loop_in_thread(l)) {
+        if (l->key == key) {
+            reaping = reaping || l->reaping;
+            if (l->idx == idx) {
+                found = l;
+            }
+        } else if (l->refs == 0 && !l->reaping && may_join) {
             reg_unlink(l);
             l->reg_next = idle;
             idle = l;
         }
     }
     int rc = CSQL_OK;
-    if (found == NULL) {
+    if (reaping) {
+        /* Its dialer is being freed: a dial still finishing must not start a loop nobody joins. */
+        found = NULL;
+        rc = csql__error(CSQL_ERR_CLOSED, "the csql event loop is stopping (dialer freed)");
+    } else if (found == NULL) {
         csql__loop *fresh = NULL;
         rc = loop_start(key, idx, &fresh);
         if (rc == CSQL_OK && fresh != NULL) {
@@ -518,7 +545,8 @@ void csql__loop_release(csql__loop *loop)
     loop->refs--;
     if (loop->refs == 0 && loop->stopped) {
         free_now = true;
-    } else if (loop->refs == 0 && loop->linked && !csql__loop_in_thread(loop)) {
+    } else if (loop->refs == 0 && loop->linked && !loop->reaping && t_current_loop == NULL) {
+        /* On a loop thread (any) the loop is left idle instead: a loop never joins another. */
         reg_unlink(loop);
         stop = true;
     }
@@ -536,31 +564,33 @@ void csql__loop_reap(const void *key, bool force)
     /*
      * Every loop of the key; the extra loops (idx > 0) first, so that what
      * their members post to loop 0 while closing still finds it running.
+     * The victims stay in the registry, marked, until each is stopped: an
+     * acquire for the key meanwhile (a dial finishing on a loop not stopped
+     * yet) fails instead of starting a loop nobody would join.
      */
-    csql__loop *victims = NULL;
+    csql__loop *victims[64];
+    size_t n = 0;
     pthread_mutex_lock(&g_reg_mu);
-    for (csql__loop *l = g_reg_head, *next; l != NULL; l = next) {
-        next = l->reg_next;
-        if (l->key == key && (l->refs == 0 || force)) {
-            reg_unlink(l);
-            if (l->idx == 0) {
-                csql__loop **pp = &victims; /* loop 0 goes last */
-                while (*pp != NULL) {
-                    pp = &(*pp)->reg_next;
-                }
-                l->reg_next = NULL;
-                *pp = l;
-            } else {
-                l->reg_next = victims;
-                victims = l;
-            }
+    for (csql__loop *l = g_reg_head; l != NULL && n < sizeof(victims) / sizeof(victims[0]);
+         l = l->reg_next) {
+        if (l->key == key && !l->reaping && (l->refs == 0 || force)) {
+            l->reaping = true;
+            victims[n++] = l;
         }
     }
     pthread_mutex_unlock(&g_reg_mu);
-    while (victims != NULL) {
-        csql__loop *l = victims;
-        victims = l->reg_next;
-        loop_stop(l);
+    /* Highest number first: loop 0 last. */
+    for (size_t i = 0; i + 1 < n; i++) {
+        for (size_t k = i + 1; k < n; k++) {
+            if (victims[k]->idx > victims[i]->idx) {
+                csql__loop *t = victims[i];
+                victims[i] = victims[k];
+                victims[k] = t;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        loop_halt_and_unlink(victims[i]);
     }
 }
 

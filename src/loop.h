@@ -11,9 +11,11 @@
  *
  * Lifetime: a loop is shared by reference (csql__loop_acquire / _release,
  * one loop per key and number, the key being a dialer). The thread that drops the last
- * reference stops and joins the loop, unless it is the loop thread itself:
- * then the loop idles (blocked in epoll_wait, no CPU) until a later acquire
- * reuses it or csql__loop_reap() joins it.
+ * reference stops and joins the loop, unless it is a loop thread (this loop's
+ * or another's: a loop never waits for another loop): then the loop idles
+ * (blocked in epoll_wait, no CPU) until a later acquire reuses it or
+ * csql__loop_reap() joins it. While a reap stops a key's loops, acquiring a
+ * loop of that key fails with CSQL_ERR_CLOSED.
  */
 #ifndef CSQL_SRC_LOOP_H
 #define CSQL_SRC_LOOP_H

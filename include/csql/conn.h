@@ -42,7 +42,8 @@ CSQL_EXTERN ssize_t csql_conn_read(csql_conn *c, void *buf, size_t len);
  * number of bytes written (> 0; 0 only when len is 0) or a negative csql_err
  * (CSQL_ERR_TLS_IO, CSQL_ERR_IO, CSQL_ERR_CLOSED after csql_conn_shutdown or
  * csql_conn_abort, CSQL_ERR_TIMEOUT when the server took nothing within
- * csql_conn_set_timeout's time).
+ * csql_conn_set_timeout's time: final, as TLS cannot take back the record it
+ * began to send).
  * After a failure the bytes not reported as written were not delivered.
  */
 CSQL_EXTERN ssize_t csql_conn_write(csql_conn *c, const void *buf, size_t len);
@@ -69,9 +70,12 @@ CSQL_EXTERN void csql_conn_abort(csql_conn *c);
 
 /*
  * Bound each csql_conn_read / csql_conn_write call: one that waited this long
- * for the socket returns CSQL_ERR_TIMEOUT, and the connection stays usable
- * (call again to go on waiting). 0 (the default) waits for ever; at most
- * CSQL_CONN_TIMEOUT_MAX_MS. Any thread; applies to calls that start after it.
+ * for the socket returns CSQL_ERR_TIMEOUT. After a read timeout the
+ * connection stays usable (call again to go on waiting); a write timeout is
+ * final (the record OpenSSL began to send cannot be taken back: later calls
+ * fail, and the bytes not reported as written were not delivered). 0 (the
+ * default) waits for ever; at most CSQL_CONN_TIMEOUT_MAX_MS. Any thread;
+ * applies to calls that start after it.
  */
 #define CSQL_CONN_TIMEOUT_MAX_MS 86400000u
 CSQL_EXTERN int csql_conn_set_timeout(csql_conn *c, unsigned int timeout_ms);

@@ -809,7 +809,18 @@ static void test_write_timeout(void **state)
     assert_int_equal(n, CSQL_ERR_TIMEOUT);
     assert_true(csql__mono_ms() - t0 < 5000);
     assert_non_null(strstr(csql_error_last()->message, "no room to send"));
+    assert_non_null(strstr(csql_error_last()->message, "the connection is closed"));
     assert_true(total > 0);
+    /*
+     * Final: OpenSSL holds a record built from the timed-out bytes; writing
+     * other bytes would corrupt the stream or fail as a TLS error (which
+     * would wrongly make the cache drop the certificate).
+     */
+    assert_int_equal(csql_conn_write(cl.c, "B", 1), CSQL_ERR_TIMEOUT);
+    assert_non_null(strstr(csql_error_last()->message, "failed earlier"));
+    char buf[4];
+    assert_int_equal(csql_conn_read(cl.c, buf, sizeof(buf)), CSQL_ERR_TIMEOUT);
+    assert_int_equal(atomic_load(&cl.tls_errors), 0);
     close_client(&cl);
 }
 

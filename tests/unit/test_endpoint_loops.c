@@ -361,6 +361,59 @@ static void test_bytes_intact_with_every_loop_busy(void **state)
     csql_endpoint_close(ep);
 }
 
+/*
+ * max_connections 1 over two loops, two clients taking turns as fast as they
+ * can: connections end on either loop while the endpoint's loop pauses and
+ * resumes accepting. Every client is served (a slot freed on the other loop
+ * between the capacity check and the pause must not leave accepting paused).
+ */
+typedef struct cycler {
+    const char *path;
+    int rounds;
+    int served;
+} cycler;
+
+static void *cycle_main(void *arg)
+{
+    cycler *c = arg;
+    for (int i = 0; i < c->rounds; i++) {
+        int fd = tl_connect_unix(c->path);
+        char b = 0;
+        if (fd < 0 || tl_write_all(fd, "z", 1, 5000) != 0 || tl_read_n(fd, &b, 1, 5000) != 1 ||
+            b != 'z') {
+            if (fd >= 0) {
+                close(fd);
+            }
+            return NULL;
+        }
+        close(fd);
+        c->served++;
+    }
+    return NULL;
+}
+
+static void test_capacity_one_over_two_loops_never_stalls(void **state)
+{
+    (void)state;
+    thread_log l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    csql_endpoint *ep;
+    assert_int_equal(open_loops(&ep, &g_key, 2, &l, 1), 0);
+    pthread_t t[2];
+    cycler c[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = (cycler){.path = csql_endpoint_path(ep), .rounds = 150};
+        assert_int_equal(pthread_create(&t[i], NULL, cycle_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].served, 150);
+    }
+    csql__endpoint_stats st;
+    assert_int_equal(csql__endpoint_stats_get(ep, &st), 0);
+    assert_int_equal(st.accepted, 300);
+    csql_endpoint_close(ep);
+}
+
 /* Out of range loop counts are clamped by the engine; 0 means one. */
 static void test_zero_loops_means_one(void **state)
 {
@@ -384,6 +437,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_forced_reap_closes_every_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_intact_with_every_loop_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_one_over_two_loops_never_stalls, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_zero_loops_means_one, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -621,6 +621,18 @@ static void test_cancel_in_flight(void **state)
     csql__http_response_dispose(&resps[0]);
     csql__http_response_dispose(&resps[1]);
 
+    /* One cancellable request through perform_many: the multi loop's 100 ms slices too. */
+    atomic_store(&cancel, false);
+    csql__http_request one = get(u0, 10000);
+    one.cancel = &cancel;
+    assert_int_equal(pthread_create(&t, NULL, cancel_main, &lc), 0);
+    t0 = csql__mono_ms();
+    assert_int_equal(csql__http_perform_many(&one, resps, rcs, 1), CSQL_ERR_CLOSED);
+    took = csql__mono_ms() - t0;
+    pthread_join(t, NULL);
+    assert_in_range(took, 150, 1000);
+    csql__http_response_dispose(&resps[0]);
+
     /* A flag that stays false changes nothing. */
     atomic_store(&cancel, false);
     r = get(url("/status/200"), 5000);
