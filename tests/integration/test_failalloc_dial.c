@@ -280,8 +280,8 @@ static void test_library_allocations_strided(void **state)
     g_allowed_extra[1] = CSQL_ERR_TLS_HANDSHAKE;
     g_allowed_extra[2] = CSQL_ERR_INTERNAL;
     g_allowed_extra[3] = CSQL_ERR_TLS_IO;
-    /* OpenSSL's RSA pairwise check reports a failed allocation as "p not prime": the caller's
-     * key then reads as a bad key at csql_dialer_new. */
+    /* The check of a caller's key (sign, then verify) reports a failed allocation as halves
+     * that do not match: the key then reads as a bad key at csql_dialer_new. */
     g_allowed_extra[4] = CSQL_ERR_BAD_CONFIG;
     /* Verification that runs out of memory fails closed: the genuine server is refused
      * ("self-signed certificate in certificate chain"), never a wrong one accepted. */
