@@ -20,7 +20,13 @@
 #define MY_USER_MAX 256
 #define DEFAULT_DEADLINE_MS 30000 /* only if the dial never had to wait */
 
-enum { MA_DIAL, MA_MY, MA_DONE };
+/*
+ * MA_HANDOVER: the dial is done, its conn waits one call before it goes to
+ * the endpoint: the caller watched the dial's socket and must be able to
+ * take it out of its loop while it is still open (csql/async.h), so the
+ * handle reports no fd and a zero timeout for one round.
+ */
+enum { MA_DIAL, MA_HANDOVER, MA_MY, MA_DONE };
 
 struct csql_mysql_async {
     csql_dialer *d;
@@ -34,6 +40,7 @@ struct csql_mysql_async {
     bool has_opts;
     int state;
     csql_dial_async *h;
+    csql_conn *conn;     /* MA_HANDOVER: the dialled connection, not handed over yet */
     csql_endpoint *ep;
     char dbuser[MY_USER_MAX];
     int wait;            /* MYSQL_WAIT_* the driver asked for */
@@ -74,6 +81,7 @@ void csql_mysql_async_free(csql_mysql_async *a)
         return;
     }
     csql_dial_async_free(a->h);
+    csql_conn_close(a->conn);
     csql_endpoint_close(a->ep);
     free(a->instance);
     free(a->user);
@@ -157,14 +165,27 @@ static int dial_step(csql_mysql_async *a)
         }
         return rc;
     }
-    csql_dial_async_free(a->h);
-    a->h = NULL;
+    /* The dial handle (and the fds it reported) lives until the next call or free: the caller
+       may still have its last fd in its loop (csql/async.h). */
     if (rc != CSQL_OK) {
         return rc;
     }
     if (a->deadline_ms == 0) {
         a->deadline_ms = now_ms() + DEFAULT_DEADLINE_MS;
     }
+    a->conn = conn;
+    a->state = MA_HANDOVER;
+    return CSQL_ERR_WOULD_BLOCK;
+}
+
+/* One call after the dial: the caller no longer watches its socket; the endpoint may take it. */
+static int handover_step(csql_mysql_async *a)
+{
+    csql_conn *conn = a->conn;
+    a->conn = NULL;
+    csql_dial_async_free(a->h); /* the caller has taken its fds out of its loop by now */
+    a->h = NULL;
+    int rc;
     /* The certificate is cached now: the engine check reads it without waiting. */
     const csql_dial_options *opts = a->has_opts ? &a->opts : NULL;
     rc = csql_mysql__check(a->d, a->instance, opts, a->user, a->dbuser, sizeof(a->dbuser));
@@ -234,7 +255,9 @@ int csql_mysql_async_continue(csql_mysql_async *a)
                               "csql_mysql_async_continue: the connect to %s has already ended",
                               a->instance);
     }
-    int rc = a->state == MA_DIAL ? dial_step(a) : my_step(a);
+    int rc = a->state == MA_DIAL        ? dial_step(a)
+             : a->state == MA_HANDOVER ? handover_step(a)
+                                       : my_step(a);
     if (rc != CSQL_ERR_WOULD_BLOCK) {
         a->state = MA_DONE;
         csql_endpoint_close(a->ep);
@@ -274,7 +297,7 @@ int csql_mysql_async_events(const csql_mysql_async *a)
 
 int csql_mysql_async_timeout_ms(const csql_mysql_async *a)
 {
-    if (a == NULL || a->state == MA_DONE) {
+    if (a == NULL || a->state == MA_DONE || a->state == MA_HANDOVER) {
         return 0;
     }
     if (a->state == MA_DIAL) {

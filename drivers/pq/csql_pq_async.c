@@ -19,7 +19,13 @@
 
 #define DEFAULT_DEADLINE_MS 30000 /* only if the dial never had to wait */
 
-enum { PA_DIAL, PA_PQ, PA_DONE, PA_FAILED };
+/*
+ * PA_HANDOVER: the dial is done, its conn waits one call before libpq's
+ * endpoint takes it: the caller watched the dial's socket and must be able to
+ * take it out of its loop while it is still open (csql/async.h), so the
+ * handle reports no fd and a zero timeout for one round.
+ */
+enum { PA_DIAL, PA_HANDOVER, PA_PQ, PA_DONE, PA_FAILED };
 
 struct csql_pq_async {
     csql_dialer *d;
@@ -29,6 +35,7 @@ struct csql_pq_async {
     bool has_opts;
     int state;
     csql_dial_async *h;
+    csql_conn *conn; /* PA_HANDOVER: the dialled connection, not handed over yet */
     PGconn *pg;
     PostgresPollingStatusType last;  /* what PQconnectPoll asked for */
     int64_t deadline_ms;             /* monotonic; 0 until known */
@@ -104,14 +111,26 @@ static int dial_step(csql_pq_async *a)
         }
         return rc;
     }
-    csql_dial_async_free(a->h);
-    a->h = NULL;
+    /* The dial handle (and the fds it reported) lives until the next call or free: the caller
+       may still have its last fd in its loop (csql/async.h). */
     if (rc != CSQL_OK) {
         return rc;
     }
     if (a->deadline_ms == 0) {
         a->deadline_ms = now_ms() + DEFAULT_DEADLINE_MS;
     }
+    a->conn = conn;
+    a->state = PA_HANDOVER;
+    return CSQL_ERR_WOULD_BLOCK;
+}
+
+/* One call after the dial: the caller no longer watches its socket; libpq's endpoint may take it. */
+static int handover_step(csql_pq_async *a)
+{
+    csql_conn *conn = a->conn;
+    a->conn = NULL;
+    csql_dial_async_free(a->h); /* the caller has taken its fds out of its loop by now */
+    a->h = NULL;
     /* The certificate is cached now: the engine check reads it without waiting. */
     a->pg = csql_pq__start_over_conn(a->d, a->instance, a->conninfo,
                                      a->has_opts ? &a->opts : NULL, conn);
@@ -158,7 +177,9 @@ int csql_pq_async_continue(csql_pq_async *a, PGconn **out)
                               "csql_pq_async_continue: the connect to %s has already ended",
                               a->instance);
     }
-    int rc = a->state == PA_DIAL ? dial_step(a) : pq_step(a);
+    int rc = a->state == PA_DIAL        ? dial_step(a)
+             : a->state == PA_HANDOVER ? handover_step(a)
+                                       : pq_step(a);
     if (rc == CSQL_ERR_WOULD_BLOCK && a->state == PA_PQ && a->pg != NULL &&
         a->last == PGRES_POLLING_WRITING && pq_ready(a)) {
         rc = pq_step(a); /* the endpoint's socket is usually writable at once */
@@ -167,11 +188,8 @@ int csql_pq_async_continue(csql_pq_async *a, PGconn **out)
         return rc;
     }
     if (rc != CSQL_OK) {
+        /* a->pg (and its socket, the fd last reported) is finished by free, not now. */
         a->state = PA_FAILED;
-        if (a->pg != NULL) {
-            PQfinish(a->pg); /* closes the endpoint too */
-            a->pg = NULL;
-        }
         return rc;
     }
     *out = a->pg;
@@ -206,7 +224,7 @@ int csql_pq_async_events(const csql_pq_async *a)
 
 int csql_pq_async_timeout_ms(const csql_pq_async *a)
 {
-    if (a == NULL || a->state == PA_DONE || a->state == PA_FAILED) {
+    if (a == NULL || a->state == PA_DONE || a->state == PA_FAILED || a->state == PA_HANDOVER) {
         return 0;
     }
     if (a->state == PA_DIAL) {
@@ -222,6 +240,7 @@ void csql_pq_async_free(csql_pq_async *a)
         return;
     }
     csql_dial_async_free(a->h);
+    csql_conn_close(a->conn);
     if (a->pg != NULL) {
         PQfinish(a->pg);
     }

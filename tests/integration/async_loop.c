@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,6 +112,13 @@ void al_init(al_loop *L, bool tick_1ms)
 
 void al_dispose(al_loop *L)
 {
+    if (L->stale_fds != 0) {
+        fprintf(stderr, "async_loop: %d fds were closed or replaced while still in the caller's "
+                        "loop (csql/async.h: an fd stays open until the continue call after the "
+                        "one that stopped reporting it)\n",
+                L->stale_fds);
+        abort();
+    }
     if (L->tfd >= 0) {
         close(L->tfd);
     }
@@ -123,10 +131,38 @@ static uint32_t to_epoll(int ev)
     return (ev & CSQL_ASYNC_READ ? EPOLLIN : 0) | (ev & CSQL_ASYNC_WRITE ? EPOLLOUT : 0);
 }
 
+static void unregister_checked(al_loop *L, al_op *op, bool check);
+
 static void unregister(al_loop *L, al_op *op)
 {
+    unregister_checked(L, op, true);
+}
+
+/*
+ * check: the fd must still be the file registered. Not checked when an op has
+ * just failed: a driver helper's last fd is the driver's own socket, which
+ * libpq or MariaDB Connector/C may close as it fails.
+ */
+static void unregister_checked(al_loop *L, al_op *op, bool check)
+{
+    if (op->reg_fd >= 0 && !check) {
+        (void)epoll_ctl(L->ep, EPOLL_CTL_DEL, op->reg_fd, NULL);
+        op->reg_fd = -1;
+        op->reg_events = 0;
+        return;
+    }
     if (op->reg_fd >= 0) {
-        /* The fd may already be closed (then epoll dropped it itself). */
+        /* Still the file we registered: csql must not close (or let another thread close) an
+           fd before the caller could take it out of its loop. */
+        struct stat st;
+        if (fstat(op->reg_fd, &st) != 0 || (unsigned long)st.st_dev != op->reg_dev ||
+            (unsigned long)st.st_ino != op->reg_ino) {
+            fprintf(stderr,
+                    "async_loop: fd %d was closed or replaced before it left the loop (op %p: "
+                    "step %d, done %d, rc %d, now fd %d)\n",
+                    op->reg_fd, (void *)op, op->steps, op->done, op->rc, op->ops->fd(op->h));
+            L->stale_fds++;
+        }
         (void)epoll_ctl(L->ep, EPOLL_CTL_DEL, op->reg_fd, NULL);
         op->reg_fd = -1;
         op->reg_events = 0;
@@ -147,6 +183,12 @@ static void reregister(al_loop *L, al_op *op)
             }
             op->reg_fd = fd;
             op->reg_events = ev;
+            struct stat st;
+            op->reg_dev = op->reg_ino = 0;
+            if (fstat(fd, &st) == 0) {
+                op->reg_dev = (unsigned long)st.st_dev;
+                op->reg_ino = (unsigned long)st.st_ino;
+            }
             op->fds_seen++;
         }
     } else if (fd >= 0 && ev != op->reg_events) {
@@ -186,7 +228,7 @@ static void step(al_loop *L, al_op *op)
         reregister(L, op);
         return;
     }
-    unregister(L, op);
+    unregister_checked(L, op, rc == 0);
     op->done = true;
     op->rc = rc;
     op->out = out;

@@ -34,6 +34,7 @@ typedef struct al_op {
     /* loop state */
     int reg_fd;
     int reg_events;
+    unsigned long reg_dev, reg_ino; /* what reg_fd was when registered (csql/async.h contract) */
     int64_t due_ms;
 } al_op;
 
@@ -51,6 +52,9 @@ typedef struct al_loop {
     int64_t ticks;
     int64_t last_tick_us;
     bool count_threads;
+    /* fds found closed or replaced when taken out of the loop after a continue stopped
+       reporting them: csql/async.h promises they stay open until then (al_dispose aborts) */
+    int stale_fds;
 } al_loop;
 
 void al_init(al_loop *L, bool tick_1ms);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -211,6 +212,13 @@ int csqlt_emulator_start(csqlt_emulator *em, int write_creds, const char *const 
         return -1;
     }
     if (pid == 0) {
+        /* A test that dies (an abort, a sanitizer report) takes its emulator along: an orphan
+           would hold ctest's output pipe open and hang the run. (Tests start emulators from the
+           main thread, whose exit is the process's.) */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1) {
+            _exit(127);
+        }
         dup2(pipefd[1], STDOUT_FILENO);
         close(pipefd[0]);
         close(pipefd[1]);

@@ -48,7 +48,9 @@ CSQL_EXTERN int csql_mysql_connect(csql_dialer *d, MYSQL *m, const char *instanc
  * Connector/C's non-blocking mysql_real_connect_start / _cont over the
  * one-shot endpoint, driven by your event loop through one handle with the
  * contract of csql/async.h (fd, events, timeout, continue; the fd changes
- * from csql's socket to the driver's on the way). The dial is bounded by
+ * from csql's socket to the driver's on the way, with one round between that
+ * reports no fd and a zero timeout, so that csql's socket is out of the
+ * caller's loop before csql's event loop takes it over). The dial is bounded by
  * opts->timeout_ms or the dialer's dial timeout; the MySQL handshake by the
  * driver's own timeouts (MYSQL_OPT_CONNECT_TIMEOUT...) and the same deadline.
  */

@@ -61,7 +61,9 @@ CSQL_EXTERN PGconn *csql_pq_connect_start(csql_dialer *d, const char *instance,
  * runs as csql_dial_async, then PQconnectStartParams / PQconnectPoll, all
  * driven by your event loop through one handle with the contract of
  * csql/async.h (fd, events, timeout, continue; the fd changes from csql's
- * to libpq's socket on the way). One deadline covers both: opts->timeout_ms
+ * to libpq's socket on the way, with one round between that reports no fd
+ * and a zero timeout, so that csql's socket is out of the caller's loop
+ * before csql's event loop takes it over). One deadline covers both: opts->timeout_ms
  * or the dialer's dial timeout.
  */
 typedef struct csql_pq_async csql_pq_async;
