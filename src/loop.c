@@ -441,20 +441,7 @@ static void loop_stop(csql__loop *loop)
 {
     loop_halt(loop);
     pthread_mutex_lock(&g_reg_mu);
-    loop->stopped = true;
-    bool free_now = loop->refs == 0;
-    pthread_mutex_unlock(&g_reg_mu);
-    if (free_now) {
-        loop_free_resources(loop);
-    }
-}
-
-/* As loop_stop, for a loop a reap marked and left in the registry until halted. */
-static void loop_halt_and_unlink(csql__loop *loop)
-{
-    loop_halt(loop);
-    pthread_mutex_lock(&g_reg_mu);
-    reg_unlink(loop);
+    reg_unlink(loop); /* a reap's victims stay linked (marked) until here; others are already out */
     loop->stopped = true;
     bool free_now = loop->refs == 0;
     pthread_mutex_unlock(&g_reg_mu);
@@ -590,7 +577,7 @@ void csql__loop_reap(const void *key, bool force)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        loop_halt_and_unlink(victims[i]);
+        loop_stop(victims[i]);
     }
 }
 
