@@ -8,13 +8,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "csql/async.h"
 #include "csql/endpoint.h"
 #include "csql/errors.h"
 #include "csql/helper.h"
 #include "csql/mysql.h"
+#include "dial_phase.h"
 #include "mysql_internal.h"
 
 #define MY_USER_MAX 256
@@ -39,21 +39,12 @@ struct csql_mysql_async {
     csql_dial_options opts;
     bool has_opts;
     int state;
-    csql_dial_async *h;
-    csql_conn *conn;     /* MA_HANDOVER: the dialled connection, not handed over yet */
+    csql__drv_dial dial; /* MA_DIAL, MA_HANDOVER */
     csql_endpoint *ep;
     char dbuser[MY_USER_MAX];
     int wait;            /* MYSQL_WAIT_* the driver asked for */
-    int64_t deadline_ms; /* monotonic; 0 until known */
     int64_t driver_due_ms; /* when the driver's own timeout fires, if it asked for one */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *dup_or_null(const char *s, bool *failed)
 {
@@ -80,8 +71,7 @@ void csql_mysql_async_free(csql_mysql_async *a)
     if (a == NULL) {
         return;
     }
-    csql_dial_async_free(a->h);
-    csql_conn_close(a->conn);
+    csql__drv_dial_dispose(&a->dial);
     csql_endpoint_close(a->ep);
     free(a->instance);
     free(a->user);
@@ -116,7 +106,7 @@ int csql_mysql_connect_async_start(csql_dialer *d, MYSQL *m, const char *instanc
         csql_mysql_async_free(a);
         return csql_error_set(CSQL_ERR_NOMEM, "csql_mysql_connect_async_start: out of memory");
     }
-    int rc = csql_dial_async_start(d, instance, opts, NULL, NULL, &a->h);
+    int rc = csql_dial_async_start(d, instance, opts, NULL, NULL, &a->dial.h);
     if (rc != CSQL_OK) {
         csql_mysql_async_free(a);
         return rc;
@@ -140,7 +130,7 @@ static int driver_status(csql_mysql_async *a, int status, MYSQL *ret)
         a->wait = status;
         a->driver_due_ms = 0;
         if (status & MYSQL_WAIT_TIMEOUT) {
-            a->driver_due_ms = now_ms() + (int64_t)mysql_get_timeout_value_ms(a->m);
+            a->driver_due_ms = csql__drv_now_ms() + (int64_t)mysql_get_timeout_value_ms(a->m);
         }
         return CSQL_ERR_WOULD_BLOCK;
     }
@@ -157,34 +147,18 @@ static int driver_status(csql_mysql_async *a, int status, MYSQL *ret)
 
 static int dial_step(csql_mysql_async *a)
 {
-    csql_conn *conn = NULL;
-    int rc = csql_dial_async_continue(a->h, &conn);
-    if (rc == CSQL_ERR_WOULD_BLOCK) {
-        if (a->deadline_ms == 0) {
-            a->deadline_ms = now_ms() + csql_dial_async_timeout_ms(a->h);
-        }
-        return rc;
+    int rc = csql__drv_dial_step(&a->dial, DEFAULT_DEADLINE_MS);
+    if (rc == CSQL_OK) {
+        a->state = MA_HANDOVER; /* one round with no fd: see dial_phase.h */
+        return CSQL_ERR_WOULD_BLOCK;
     }
-    /* The dial handle (and the fds it reported) lives until the next call or free: the caller
-       may still have its last fd in its loop (csql/async.h). */
-    if (rc != CSQL_OK) {
-        return rc;
-    }
-    if (a->deadline_ms == 0) {
-        a->deadline_ms = now_ms() + DEFAULT_DEADLINE_MS;
-    }
-    a->conn = conn;
-    a->state = MA_HANDOVER;
-    return CSQL_ERR_WOULD_BLOCK;
+    return rc;
 }
 
 /* One call after the dial: the caller no longer watches its socket; the endpoint may take it. */
 static int handover_step(csql_mysql_async *a)
 {
-    csql_conn *conn = a->conn;
-    a->conn = NULL;
-    csql_dial_async_free(a->h); /* the caller has taken its fds out of its loop by now */
-    a->h = NULL;
+    csql_conn *conn = csql__drv_dial_take(&a->dial);
     int rc;
     /* The certificate is cached now: the engine check reads it without waiting. */
     const csql_dial_options *opts = a->has_opts ? &a->opts : NULL;
@@ -212,8 +186,8 @@ static int handover_step(csql_mysql_async *a)
 
 static int my_step(csql_mysql_async *a)
 {
-    int64_t now = now_ms();
-    if (now >= a->deadline_ms) {
+    int64_t now = csql__drv_now_ms();
+    if (now >= a->dial.deadline_ms) {
         return csql_error_set(CSQL_ERR_TIMEOUT,
                               "csql_mysql_async_continue: MySQL handshake with instance %s "
                               "timed out",
@@ -272,7 +246,7 @@ int csql_mysql_async_fd(const csql_mysql_async *a)
         return -1;
     }
     if (a->state == MA_DIAL) {
-        return csql_dial_async_fd(a->h);
+        return csql_dial_async_fd(a->dial.h);
     }
     if (a->state != MA_MY || !(a->wait & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT))) {
         return -1;
@@ -286,7 +260,7 @@ int csql_mysql_async_events(const csql_mysql_async *a)
         return 0;
     }
     if (a->state == MA_DIAL) {
-        return csql_dial_async_events(a->h);
+        return csql_dial_async_events(a->dial.h);
     }
     if (a->state != MA_MY) {
         return 0;
@@ -301,12 +275,12 @@ int csql_mysql_async_timeout_ms(const csql_mysql_async *a)
         return 0;
     }
     if (a->state == MA_DIAL) {
-        return csql_dial_async_timeout_ms(a->h);
+        return csql_dial_async_timeout_ms(a->dial.h);
     }
-    int64_t due = a->deadline_ms;
+    int64_t due = a->dial.deadline_ms;
     if ((a->wait & MYSQL_WAIT_TIMEOUT) && a->driver_due_ms != 0 && a->driver_due_ms < due) {
         due = a->driver_due_ms;
     }
-    int64_t left = due - now_ms();
+    int64_t left = due - csql__drv_now_ms();
     return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }

@@ -9,12 +9,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "csql/async.h"
 #include "csql/errors.h"
 #include "csql/helper.h"
 #include "csql/pq.h"
+#include "dial_phase.h"
 #include "pq_internal.h"
 
 #define DEFAULT_DEADLINE_MS 30000 /* only if the dial never had to wait */
@@ -34,19 +34,10 @@ struct csql_pq_async {
     csql_dial_options opts;
     bool has_opts;
     int state;
-    csql_dial_async *h;
-    csql_conn *conn; /* PA_HANDOVER: the dialled connection, not handed over yet */
+    csql__drv_dial dial; /* PA_DIAL, PA_HANDOVER */
     PGconn *pg;
     PostgresPollingStatusType last;  /* what PQconnectPoll asked for */
-    int64_t deadline_ms;             /* monotonic; 0 until known */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int csql_pq_connect_async_start(csql_dialer *d, const char *instance, const char *conninfo,
                                 const csql_dial_options *opts, csql_pq_async **out)
@@ -72,7 +63,7 @@ int csql_pq_connect_async_start(csql_dialer *d, const char *instance, const char
         free(a);
         return csql_error_set(CSQL_ERR_NOMEM, "csql_pq_connect_async_start: out of memory");
     }
-    rc = csql_dial_async_start(d, instance, opts, NULL, NULL, &a->h);
+    rc = csql_dial_async_start(d, instance, opts, NULL, NULL, &a->dial.h);
     if (rc != CSQL_OK) {
         free(a->conninfo);
         free(a->instance);
@@ -103,34 +94,18 @@ static bool pq_ready(const csql_pq_async *a)
 
 static int dial_step(csql_pq_async *a)
 {
-    csql_conn *conn = NULL;
-    int rc = csql_dial_async_continue(a->h, &conn);
-    if (rc == CSQL_ERR_WOULD_BLOCK) {
-        if (a->deadline_ms == 0) {
-            a->deadline_ms = now_ms() + csql_dial_async_timeout_ms(a->h);
-        }
-        return rc;
+    int rc = csql__drv_dial_step(&a->dial, DEFAULT_DEADLINE_MS);
+    if (rc == CSQL_OK) {
+        a->state = PA_HANDOVER; /* one round with no fd: see dial_phase.h */
+        return CSQL_ERR_WOULD_BLOCK;
     }
-    /* The dial handle (and the fds it reported) lives until the next call or free: the caller
-       may still have its last fd in its loop (csql/async.h). */
-    if (rc != CSQL_OK) {
-        return rc;
-    }
-    if (a->deadline_ms == 0) {
-        a->deadline_ms = now_ms() + DEFAULT_DEADLINE_MS;
-    }
-    a->conn = conn;
-    a->state = PA_HANDOVER;
-    return CSQL_ERR_WOULD_BLOCK;
+    return rc;
 }
 
 /* One call after the dial: the caller no longer watches its socket; libpq's endpoint may take it. */
 static int handover_step(csql_pq_async *a)
 {
-    csql_conn *conn = a->conn;
-    a->conn = NULL;
-    csql_dial_async_free(a->h); /* the caller has taken its fds out of its loop by now */
-    a->h = NULL;
+    csql_conn *conn = csql__drv_dial_take(&a->dial);
     /* The certificate is cached now: the engine check reads it without waiting. */
     a->pg = csql_pq__start_over_conn(a->d, a->instance, a->conninfo,
                                      a->has_opts ? &a->opts : NULL, conn);
@@ -145,7 +120,7 @@ static int handover_step(csql_pq_async *a)
 
 static int pq_step(csql_pq_async *a)
 {
-    if (now_ms() >= a->deadline_ms) {
+    if (csql__drv_now_ms() >= a->dial.deadline_ms) {
         return csql_error_set(CSQL_ERR_TIMEOUT,
                               "csql_pq_async_continue: PostgreSQL startup with instance %s "
                               "timed out",
@@ -203,7 +178,7 @@ int csql_pq_async_fd(const csql_pq_async *a)
         return -1;
     }
     if (a->state == PA_DIAL) {
-        return csql_dial_async_fd(a->h);
+        return csql_dial_async_fd(a->dial.h);
     }
     return a->state == PA_PQ ? PQsocket(a->pg) : -1;
 }
@@ -214,7 +189,7 @@ int csql_pq_async_events(const csql_pq_async *a)
         return 0;
     }
     if (a->state == PA_DIAL) {
-        return csql_dial_async_events(a->h);
+        return csql_dial_async_events(a->dial.h);
     }
     if (a->state != PA_PQ) {
         return 0;
@@ -228,9 +203,9 @@ int csql_pq_async_timeout_ms(const csql_pq_async *a)
         return 0;
     }
     if (a->state == PA_DIAL) {
-        return csql_dial_async_timeout_ms(a->h);
+        return csql_dial_async_timeout_ms(a->dial.h);
     }
-    int64_t left = a->deadline_ms - now_ms();
+    int64_t left = a->dial.deadline_ms - csql__drv_now_ms();
     return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
@@ -239,8 +214,7 @@ void csql_pq_async_free(csql_pq_async *a)
     if (a == NULL) {
         return;
     }
-    csql_dial_async_free(a->h);
-    csql_conn_close(a->conn);
+    csql__drv_dial_dispose(&a->dial);
     if (a->pg != NULL) {
         PQfinish(a->pg);
     }
